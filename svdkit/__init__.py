@@ -1,0 +1,27 @@
+"""svdkit: see how Stable Video Diffusion works, and measure what its knobs do.
+
+>>> import svdkit
+>>> pipe = svdkit.load_pipeline("toy")                       # bundled toy SVD: offline, CPU, ~1 s a clip
+>>> video = svdkit.generate(pipe, "data/example_0.png", motion_bucket_id=200, capture=True)
+>>> video.frames.shape, video.trace.x0.shape                 # (F, H, W, 3) and (steps, F, 4, h, w)
+((14, 64, 64, 3), torch.Size([25, 14, 4, 8, 8]))
+>>> path = video.save("clip.mp4")                            # and clip.json, the full parameter record
+
+The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; results in `Video` and `Trace`.
+"""
+
+__version__ = "0.1.0"
+
+from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
+from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
+from svdkit.trace import Trace
+from svdkit.video import Video, read_video, write_video
+
+__all__ = [
+    # load a model
+    "load_pipeline", "MODELS", "MEMORY_PRESETS",
+    # generate, and look inside
+    "generate", "guidance_schedule", "load_image", "decode_latents",
+    # results
+    "Video", "Trace", "read_video", "write_video",
+]

@@ -1,0 +1,215 @@
+"""Which SVD models svdkit knows, and how to load one in a single call.
+
+>>> import svdkit
+>>> pipe = svdkit.load_pipeline("toy")          # the bundled toy SVD, offline, CPU
+>>> svdkit.MODELS["svd-xt"].num_frames
+25
+
+Real checkpoints are one argument away (`load_pipeline("svd-xt")`) on a machine with a GPU
+and access to the Hugging Face hub, or with the weights already in the local cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import torch
+
+__all__ = ["ModelSpec", "MODELS", "MEMORY_PRESETS", "load_pipeline"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One row of the model registry: where the weights live and what the model was trained for."""
+
+    repo_id: str  # a hub id, or "toy" for the bundled folder
+    num_frames: int  # frames the UNet was trained to produce
+    height: int  # native resolution
+    width: int
+    fps: int = 7  # recommended conditioning fps (the UNet sees fps - 1)
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.02
+    num_inference_steps: int = 25
+    min_guidance_scale: float = 1.0
+    max_guidance_scale: float = 3.0
+    note: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    "toy": ModelSpec(
+        "toy", 14, 64, 64,
+        note="bundled toy SVD trained on a synthetic world of moving shapes; runs on a CPU",
+    ),
+    "svd": ModelSpec(
+        "stabilityai/stable-video-diffusion-img2vid", 14, 576, 1024,
+        note="SVD, 14 frames",
+    ),
+    "svd-xt": ModelSpec(
+        "stabilityai/stable-video-diffusion-img2vid-xt", 25, 576, 1024,
+        note="SVD-XT, 25 frames",
+    ),
+    "svd-xt-1-1": ModelSpec(
+        "stabilityai/stable-video-diffusion-img2vid-xt-1-1", 25, 576, 1024, fps=6,
+        note="SVD-XT 1.1, 25 frames; trained at fixed fps 6 and motion bucket 127",
+    ),
+}
+
+# What each memory preset does, and what it costs. `decode_chunk_size` is the default that
+# `generate()` uses when the pipeline came from `load_pipeline(memory=...)`.
+MEMORY_PRESETS: dict[str, dict] = {
+    "fast": dict(offload=False, forward_chunking=False, decode_chunk_size=None,
+                 doc="everything stays on the accelerator; the fastest, and the most memory"),
+    "balanced": dict(offload=True, forward_chunking=False, decode_chunk_size=8,
+                     doc="model CPU offload (one model on the GPU at a time) and decoding 8 frames at a"
+                         " time; a little slower (weights move each call)"),
+    "low": dict(offload=True, forward_chunking=True, decode_chunk_size=2,
+                doc="offload, UNet forward chunking and decoding 2 frames at a time; the least memory,"
+                    " the slowest, and slight flicker between decode chunks"),
+}
+
+
+@dataclasses.dataclass
+class LoadInfo:
+    """What `load_pipeline` decided; kept on the pipeline as `pipe.svdkit`."""
+
+    model: str
+    spec: ModelSpec | None
+    device: str
+    dtype: str
+    memory: str
+    decode_chunk_size: int | None
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return str(device)
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def _resolve_dtype(dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be 'auto', one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _resolve_memory(memory: str, device: str) -> str:
+    if memory == "auto":
+        if not device.startswith("cuda"):
+            return "fast"
+        free, _ = torch.cuda.mem_get_info()
+        gib = free / 2**30
+        return "fast" if gib >= 40 else "balanced" if gib >= 16 else "low"
+    if memory not in MEMORY_PRESETS:
+        raise ValueError(f"memory must be one of 'auto', {', '.join(map(repr, MEMORY_PRESETS))}; got {memory!r}")
+    return memory
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the hub's host answers a TCP connection within `timeout` seconds."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _weights_missing(model: str, repo_id: str, reason: str) -> OSError:
+    return OSError(
+        f"The weights of model {model!r} ({repo_id}) are not in the local Hugging Face cache, and {reason}.\n"
+        f"Fetch them on a machine with network access:  hf download {repo_id}\n"
+        f"(some Stability AI repos need you to accept their licence on the hub and log in first), then copy "
+        f"the cache here and point HF_HOME at it, or pass a local diffusers folder: load_pipeline('/path/to/folder').\n"
+        f"Offline, the bundled model always works: load_pipeline('toy')."
+    )
+
+
+def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", memory: str = "auto"):
+    """Load an SVD model as a diffusers `StableVideoDiffusionPipeline`, ready to `generate()` with.
+
+    Args:
+      model: "toy" (bundled), "svd", "svd-xt", "svd-xt-1-1" (see `MODELS`), any other hub id, or a local
+        diffusers folder.
+      device: "auto" (cuda, then mps, then cpu), or a torch device string.
+      dtype: "auto" (fp16 on CUDA, fp32 elsewhere), "fp16", "bf16", "fp32" or a torch.dtype.
+      memory: "fast", "balanced", "low" (see `MEMORY_PRESETS`) or "auto" (by free GPU memory: >= 40 GiB fast,
+        >= 16 GiB balanced, else low; always "fast" off CUDA, where there is nothing to offload).
+
+    Returns:
+      The pipeline, with `pipe.svdkit` recording the model name, device, dtype and memory preset.
+
+    Weights load from safetensors only (never pickle, never remote code). When they are neither cached nor
+    reachable, this fails within seconds with an error that says how to fetch them. `HF_HUB_OFFLINE=1` is honoured.
+
+    >>> pipe = load_pipeline("toy")
+    >>> type(pipe).__name__
+    'StableVideoDiffusionPipeline'
+    """
+    from diffusers import StableVideoDiffusionPipeline
+
+    # 1. Resolve the name, device, dtype and memory preset (cheap checks first).
+    device = _resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, device)
+    preset = _resolve_memory(memory, device)
+    spec = MODELS.get(model)
+    if spec is not None and spec.repo_id == "toy":
+        from svdkit.toy import MODEL_PATH
+        source = str(MODEL_PATH)
+        if not (MODEL_PATH / "model_index.json").is_file():
+            raise FileNotFoundError(f"The bundled toy model is missing from {MODEL_PATH}; "
+                                    "rebuild it with `python -m svdkit.toy.train`.")
+    else:
+        source = spec.repo_id if spec is not None else str(model)
+    is_local = Path(source).is_dir()
+    if not is_local and Path(source).suffix and Path(source).exists():
+        raise ValueError(f"model must be a diffusers folder, a hub id or one of {list(MODELS)}; got file {source!r}")
+
+    # 2. Load from safetensors: the local cache first, then the hub if it answers quickly.
+    kwargs = dict(torch_dtype=torch_dtype, use_safetensors=True)
+    if not is_local and torch_dtype == torch.float16:
+        kwargs["variant"] = "fp16"
+    if is_local:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+    else:
+        try:
+            pipe = StableVideoDiffusionPipeline.from_pretrained(source, local_files_only=True, **kwargs)
+        except (OSError, ValueError, EnvironmentError):
+            if _offline():
+                raise _weights_missing(model, source, "HF_HUB_OFFLINE is set") from None
+            if not _hub_reachable():
+                raise _weights_missing(model, source, "the hub cannot be reached") from None
+            pipe = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+
+    # 3. Place it according to the memory preset.
+    cfg = MEMORY_PRESETS[preset]
+    if cfg["offload"] and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if cfg["forward_chunking"]:
+        pipe.unet.enable_forward_chunking()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.svdkit = LoadInfo(model=str(model), spec=spec, device=device, dtype=str(torch_dtype).replace("torch.", ""),
+                           memory=preset, decode_chunk_size=cfg["decode_chunk_size"])
+    return pipe

@@ -1,0 +1,155 @@
+"""`Video`, the result of `generate()`, and reading and writing clips.
+
+Frames are uint8 arrays laid out (F, H, W, 3). Video files go through mediapy; when no `ffmpeg` is on the
+PATH, the binary bundled with imageio-ffmpeg is used.
+
+>>> import numpy as np, svdkit
+>>> clip = svdkit.Video(frames=np.zeros((14, 64, 64, 3), np.uint8), fps=7)
+>>> path = clip.save("/tmp/black.mp4")          # also writes /tmp/black.json, the parameter record
+>>> svdkit.read_video(path).frames.shape
+(14, 64, 64, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Video", "read_video", "write_video"]
+
+
+@functools.cache
+def _mediapy():
+    """Import mediapy, point it at an ffmpeg, and adapt it to ffmpeg >= 7.
+
+    mediapy 1.2.7 passes `-vsync`, an option that newer ffmpeg builds (such as the one imageio-ffmpeg ships)
+    no longer accept; `-fps_mode` (ffmpeg >= 5.1) means the same, so the arguments are translated.
+    """
+    import mediapy
+
+    if shutil.which("ffmpeg") is None:
+        import imageio_ffmpeg
+        mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    exe = shutil.which(mediapy._config.ffmpeg_name_or_path) or str(mediapy._config.ffmpeg_name_or_path)
+    out = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout
+    match = re.search(r"version n?(\d+)\.(\d+)", out)
+    if match and (int(match[1]), int(match[2])) >= (5, 1) and not getattr(mediapy._run_ffmpeg, "_svdkit", False):
+        original = mediapy._run_ffmpeg
+        vsync = {"0": "passthrough", "1": "cfr", "2": "vfr", "-1": "auto"}
+
+        def run_ffmpeg(args, *a, **kw):
+            args = list(args)
+            for i, arg in enumerate(args[:-1]):
+                if arg == "-vsync":
+                    args[i], args[i + 1] = "-fps_mode", vsync.get(args[i + 1], args[i + 1])
+            return original(args, *a, **kw)
+
+        run_ffmpeg._svdkit = True
+        mediapy._run_ffmpeg = run_ffmpeg
+    return mediapy
+
+
+def _atomic_path(path: Path):
+    """A temporary name beside `path` (same folder, so the final rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_video(path, frames: np.ndarray, fps: float) -> Path:
+    """Write uint8 frames (F, H, W, 3) to mp4, gif or webp, atomically (temporary file, then rename)."""
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 of shape (F, H, W, 3), got {frames.dtype} {frames.shape}")
+    suffix = path.suffix.lower()
+    if suffix not in {".mp4", ".gif", ".webp"}:
+        raise ValueError(f"path must end in .mp4, .gif or .webp, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic_path(path)
+    try:
+        if suffix == ".webp":
+            from PIL import Image
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, format="WEBP", save_all=True, append_images=images[1:],
+                           duration=round(1000 / fps), loop=0, lossless=True)
+        else:
+            codec = "gif" if suffix == ".gif" else "h264"
+            kwargs = {} if codec == "gif" else {"crf": 12}
+            _mediapy().write_video(tmp, frames, fps=fps, codec=codec, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _read_frames(path: Path) -> tuple[np.ndarray, float]:
+    if path.suffix.lower() == ".webp":
+        from PIL import Image, ImageSequence
+        with Image.open(path) as im:
+            duration = im.info.get("duration", 100) or 100
+            frames = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+        return frames, 1000 / duration
+    video = _mediapy().read_video(path)
+    return np.asarray(video)[..., :3], float(video.metadata.fps)
+
+
+def read_video(path) -> "Video":
+    """Read a clip written by `Video.save` (or any mp4/gif/webp), with its JSON record when one is beside it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No video at {path}")
+    frames, fps = _read_frames(path)
+    sidecar = path.with_suffix(".json")
+    params = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return Video(frames=frames, fps=params.get("playback_fps", fps), params=params)
+
+
+@dataclasses.dataclass
+class Video:
+    """A generated clip.
+
+    Attributes:
+      frames: uint8 array (F, H, W, 3).
+      fps: playback rate in frames per second (by default, the fps the model was conditioned on).
+      params: the full record: model, seed, every generation parameter, and the svdkit, diffusers and torch
+        versions.
+      trace: the captured denoising trajectory (`Trace`) when generated with `capture=True`, else None.
+    """
+
+    frames: np.ndarray
+    fps: float = 7
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trace: Any = None
+
+    def __repr__(self) -> str:
+        f, h, w, _ = self.frames.shape
+        note = " RANDOM WEIGHTS" if self.params.get("random_weights") else ""
+        model = self.params.get("model", "?")
+        return f"Video({f} frames, {w}x{h}, fps={self.fps}, model={model!r}{note}, trace={self.trace is not None})"
+
+    def show(self, **kwargs):
+        """Show the clip in a notebook (mediapy), looping."""
+        return _mediapy().show_video(self.frames, fps=self.fps, **kwargs)
+
+    def save(self, path) -> Path:
+        """Write the clip (.mp4, .gif or .webp) and its parameter record beside it as JSON (same stem)."""
+        path = write_video(path, self.frames, self.fps)
+        sidecar = path.with_suffix(".json")
+        tmp = _atomic_path(sidecar)
+        try:
+            tmp.write_text(json.dumps({**self.params, "playback_fps": self.fps}, indent=2, default=str))
+            os.replace(tmp, sidecar)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path

@@ -1,0 +1,52 @@
+"""load_pipeline(): the registry, local folders, presets, and fast, clear failures without weights."""
+
+import time
+
+import pytest
+import torch
+
+import svdkit
+from svdkit.models import _resolve_dtype
+
+
+def test_registry():
+    assert set(svdkit.MODELS) >= {"toy", "svd", "svd-xt", "svd-xt-1-1"}
+    assert svdkit.MODELS["svd"].num_frames == 14 and svdkit.MODELS["svd-xt"].num_frames == 25
+    assert svdkit.MODELS["svd-xt-1-1"].fps == 6 and svdkit.MODELS["svd"].height == 576
+
+
+def test_load_local_folder(tmp_path, tiny_pipe):
+    tiny_pipe.save_pretrained(tmp_path / "m", safe_serialization=True)
+    assert not list((tmp_path / "m").rglob("*.bin")), "weights must be safetensors"
+    pipe = svdkit.load_pipeline(str(tmp_path / "m"), memory="low")
+    assert type(pipe).__name__ == "StableVideoDiffusionPipeline"
+    assert pipe.svdkit.device == "cpu" and pipe.svdkit.dtype == "float32" and pipe.svdkit.memory == "low"
+    assert pipe.svdkit.decode_chunk_size == 2
+    video = svdkit.generate(pipe, __import__("tests.conftest", fromlist=["x"]).make_image(),
+                            num_frames=4, num_inference_steps=2)
+    assert video.params["decode_chunk_size"] == 2
+
+
+def test_missing_weights_fail_fast_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    start = time.perf_counter()
+    with pytest.raises(OSError, match=r"(?s)'svd-xt'.*stable-video-diffusion-img2vid-xt.*HF_HOME"):
+        svdkit.load_pipeline("svd-xt")
+    assert time.perf_counter() - start < 30
+
+
+def test_missing_weights_fail_fast_unreachable(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("svdkit.models._hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(OSError, match=r"(?s)cannot be reached.*hf download"):
+        svdkit.load_pipeline("svd")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="memory must be one of"):
+        svdkit.load_pipeline("toy", memory="huge")
+    with pytest.raises(ValueError, match="dtype must be"):
+        _resolve_dtype("int3", "cpu")
+    assert _resolve_dtype("auto", "cuda") == torch.float16 and _resolve_dtype("auto", "cpu") == torch.float32

@@ -1,0 +1,44 @@
+"""Video I/O: write then read back (mp4, gif, webp) through mediapy and the bundled ffmpeg."""
+
+import json
+
+import numpy as np
+import pytest
+
+import svdkit
+
+
+def moving_square(frames=10, size=64):
+    clip = np.full((frames, size, size, 3), 40, np.uint8)
+    for i in range(frames):
+        clip[i, 20:36, 4 + 3 * i: 20 + 3 * i] = (220, 60, 30)
+    return clip
+
+
+@pytest.mark.parametrize("suffix, tol", [(".mp4", 6.0), (".gif", 6.0), (".webp", 0.0)])
+def test_write_read_roundtrip(tmp_path, suffix, tol):
+    clip = svdkit.Video(frames=moving_square(), fps=8, params={"model": "test", "seed": 3})
+    path = clip.save(tmp_path / f"clip{suffix}")
+    back = svdkit.read_video(path)
+    assert back.frames.shape == clip.frames.shape and back.frames.dtype == np.uint8
+    assert np.abs(back.frames.astype(float) - clip.frames).mean() <= tol
+    assert back.fps == 8 and back.params["seed"] == 3
+    assert json.loads(path.with_suffix(".json").read_text())["model"] == "test"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_mediapy_reads_with_new_ffmpeg(tmp_path):
+    """mediapy 1.2.7 passes -vsync, which ffmpeg >= 7 rejects; svdkit translates it."""
+    path = svdkit.write_video(tmp_path / "a.mp4", moving_square(6), fps=5)
+    from svdkit.video import _mediapy
+    video = _mediapy().read_video(path)
+    assert video.shape[:3] == (6, 64, 64) and video.metadata.fps == 5
+
+
+def test_bad_video_arguments(tmp_path):
+    with pytest.raises(ValueError, match="must end in .mp4, .gif or .webp"):
+        svdkit.write_video(tmp_path / "a.avi", moving_square(2), fps=5)
+    with pytest.raises(ValueError, match="uint8 of shape"):
+        svdkit.write_video(tmp_path / "a.mp4", moving_square(2).astype(float), fps=5)
+    with pytest.raises(FileNotFoundError):
+        svdkit.read_video(tmp_path / "missing.mp4")
