@@ -21,6 +21,7 @@ schedule, and let a hook inspect or change the latents after each step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -33,7 +34,8 @@ import torch
 from svdkit.trace import Trace
 from svdkit.video import Video
 
-__all__ = ["generate", "guidance_schedule", "load_image", "GENERATE_PARAMS", "STEP_TENSORS"]
+__all__ = ["generate", "guidance_schedule", "load_image", "decode_latents", "encode_image", "condition",
+           "denoise", "set_schedule", "initial_noise", "Condition", "GENERATE_PARAMS", "STEP_TENSORS"]
 
 # The pipeline parameters `generate()` accepts as keywords.
 GENERATE_PARAMS = ("height", "width", "num_frames", "num_inference_steps", "min_guidance_scale",
@@ -207,7 +209,136 @@ def _record(pipe, seed, p, guidance, sigmas) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The loop
+# The four stages. `generate()` runs them for one video; `svdkit.sweep` runs stage 3 for many at once.
+
+
+@dataclasses.dataclass
+class Condition:
+    """The image as the UNet sees it, for B videos (the output of stages 1 and 2).
+
+    image_embeddings (B, 1, D): CLIP embedding; image_latents (B, 4, h, w): VAE latents of the noise-augmented
+    image, NOT multiplied by the VAE scaling factor; noisy_image (B, 3, H, W) in [-1, 1];
+    added_time_ids (B, 3): [fps - 1, motion_bucket_id, noise_aug_strength].
+    """
+
+    image_embeddings: torch.Tensor
+    image_latents: torch.Tensor
+    noisy_image: torch.Tensor
+    added_time_ids: torch.Tensor
+
+    @staticmethod
+    def cat(conditions: list["Condition"]) -> "Condition":
+        """Stack the rows of several conditions into one batch."""
+        return Condition(*(torch.cat([getattr(c, f.name) for c in conditions])
+                           for f in dataclasses.fields(Condition)))
+
+
+def encode_image(pipe, image, generator: torch.Generator, *, height: int, width: int,
+                 noise_aug_strength: float, image_embeddings: torch.Tensor | None = None):
+    """Stage 1, encode the image: its CLIP embedding, and VAE latents of the noise-augmented image.
+
+    Draws the augmentation noise from `generator` (first, as the stock pipeline does). Pass `image_embeddings`
+    to reuse an embedding already computed for this image. Returns (embeddings (1, 1, D), noisy_image
+    (1, 3, H, W), image_latents (1, 4, h, w)).
+    """
+    device = pipe._execution_device
+    # 1a. CLIP sees the image at 224 x 224: one embedding vector, (1, 1, D).
+    if image_embeddings is None:
+        image_embeddings = pipe._encode_image(image, device, 1, False)
+    # 1b. The VAE sees it at the output size, in [-1, 1], with a little noise added ("noise augmentation").
+    pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device)  # (1, 3, H, W)
+    noise = _randn(pixels.shape, generator, device, pixels.dtype)
+    noisy_image = pixels + noise_aug_strength * noise
+    upcast = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
+    if upcast:
+        pipe.vae.to(dtype=torch.float32)
+    # Its latents are NOT multiplied by the VAE scaling factor (unlike the frames' latents).
+    image_latents = pipe.vae.encode(noisy_image.to(pipe.vae.dtype)).latent_dist.mode()  # (1, 4, h, w)
+    image_latents = image_latents.to(image_embeddings.dtype)
+    if upcast:
+        pipe.vae.to(dtype=torch.float16)
+    return image_embeddings, noisy_image, image_latents
+
+
+def condition(image_embeddings, noisy_image, image_latents, *, fps, motion_bucket_id, noise_aug_strength):
+    """Stage 2, condition on the image: add the micro-conditioning ("added time ids") to what stage 1 made.
+
+    The UNet was trained on fps - 1, hence the shift.
+    """
+    added_time_ids = torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]],
+                                  dtype=image_embeddings.dtype, device=image_embeddings.device)  # (1, 3)
+    return Condition(image_embeddings, image_latents, noisy_image, added_time_ids)
+
+
+def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor, *, capture=False,
+            on_step: Callable | None = None, progress: bool = False):
+    """Stage 3, denoise the stack of frames together: one Euler step per noise level of `pipe.scheduler`.
+
+    latents (B, F, 4, h, w) start as pure noise (already multiplied by init_noise_sigma); guidance (B, F) is each
+    frame's classifier-free guidance scale. The scheduler's timesteps must already be set. Returns
+    (latents, steps_run, record) where record holds per-step tensors when capturing, each (steps, B, F, 4, h, w).
+    """
+    scheduler = pipe.scheduler
+    B, F = latents.shape[:2]
+    do_cfg = bool(guidance.max() > 1)  # the unconditional pass is only needed when some frame is guided
+    image_latents = cond.image_latents.unsqueeze(1).repeat(1, F, 1, 1, 1)  # (B, F, 4, h, w): same every frame
+    if do_cfg:  # rows [0, B) unconditional (zero embedding, zero image latents), rows [B, 2B) conditional
+        embeddings_in = torch.cat([torch.zeros_like(cond.image_embeddings), cond.image_embeddings])
+        image_in = torch.cat([torch.zeros_like(image_latents), image_latents])
+        time_ids_in = torch.cat([cond.added_time_ids, cond.added_time_ids])
+    else:
+        embeddings_in, image_in, time_ids_in = cond.image_embeddings, image_latents, cond.added_time_ids
+    scale = guidance.to(latents.device, latents.dtype).view(B, F, 1, 1, 1)
+    keep = torch.float16 if capture == "fp16" else torch.float32
+    record = {k: [] for k in ("x_t", "x0", "cond", "uncond")}
+    timesteps = scheduler.timesteps
+    steps_run = 0
+    if progress:
+        from tqdm.auto import tqdm
+        timesteps = tqdm(timesteps, desc="denoising", unit="step")
+    for i, t in enumerate(timesteps):
+        x_t = latents  # (B, F, 4, h, w)
+        model_in = torch.cat([x_t] * 2) if do_cfg else x_t
+        model_in = scheduler.scale_model_input(model_in, t)  # x / sqrt(sigma^2 + 1)
+        model_in = torch.cat([model_in, image_in], dim=2)  # (2B, F, 8, h, w): 4 noisy + 4 image channels
+        out = pipe.unet(model_in, t, encoder_hidden_states=embeddings_in, added_time_ids=time_ids_in,
+                        return_dict=False)[0]  # (2B, F, 4, h, w): v-prediction
+        if do_cfg:
+            uncond, cond_out = out.chunk(2)
+            noise_pred = uncond + scale * (cond_out - uncond)
+        else:
+            uncond, cond_out, noise_pred = None, out, out
+        step = scheduler.step(noise_pred, t, x_t)
+        latents, x0 = step.prev_sample, step.pred_original_sample
+        steps_run = i + 1
+        if capture:
+            record["x_t"].append(x_t.to("cpu", keep))
+            record["x0"].append(x0.to("cpu", keep))
+            record["cond"].append(cond_out.to("cpu", keep))
+            if do_cfg:
+                record["uncond"].append(uncond.to("cpu", keep))
+        if on_step is not None:
+            result = on_step(pipe, i, t, {"latents": latents, "x0": x0, "noise_pred": noise_pred}) or {}
+            latents = result.get("latents", latents)
+            if result.get("stop"):
+                break
+    return latents, steps_run, {k: torch.stack(v) for k, v in record.items() if v}
+
+
+def set_schedule(pipe, num_inference_steps: int, sigmas=None):
+    """Set the scheduler's noise levels: `num_inference_steps` Karras levels, or the given `sigmas`."""
+    device = pipe._execution_device
+    if sigmas is not None:
+        pipe.scheduler.set_timesteps(sigmas=[float(s) for s in sigmas], device=device)
+    else:
+        pipe.scheduler.set_timesteps(num_inference_steps, device=device)
+
+
+def initial_noise(pipe, generator, num_frames: int, height: int, width: int, dtype) -> torch.Tensor:
+    """The starting latents (1, F, 4, h, w): Gaussian noise at the scheduler's first noise level."""
+    h, w = height // pipe.vae_scale_factor, width // pipe.vae_scale_factor
+    noise = _randn((1, num_frames, 4, h, w), generator, pipe._execution_device, dtype)
+    return noise * pipe.scheduler.init_noise_sigma
 
 
 @torch.no_grad()
@@ -232,110 +363,53 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     Returns:
       A `Video`: frames uint8 (F, H, W, 3), fps, the full parameter record, and the trace if captured.
     """
-    # 1. Check inputs: every parameter and the image, before any model work.
+    # 0. Check inputs: every parameter and the image, before any model work.
     p = check_params(pipe, params, guidance, sigmas)
     image = load_image(image)
     if capture not in (False, True, "fp16"):
         raise ValueError(f"capture must be False, True or 'fp16', got {capture!r}")
-    keep = torch.float16 if capture == "fp16" else torch.float32
     F, H, W = p["num_frames"], p["height"], p["width"]
-    device = pipe._execution_device
-    dtype = pipe.image_encoder.dtype
-    generator = torch.Generator().manual_seed(int(seed))
-    g = p["guidance"].to(device, dtype)  # (F,)
-    do_cfg = bool(g.max() > 1)  # the unconditional pass is only needed when some frame is guided
+    generator = torch.Generator().manual_seed(int(seed))  # on the CPU: the same noise on every device
     started = time.perf_counter()
 
-    # 2. Encode the image.
-    #    2a. CLIP sees it at 224 x 224: one embedding vector, (1, 1, D).
-    image_embeddings = pipe._encode_image(image, device, 1, False)
-    #    2b. The VAE sees it at the output size, in [-1, 1], with a little noise added ("noise augmentation").
-    pixels = pipe.video_processor.preprocess(image, height=H, width=W).to(device)  # (1, 3, H, W)
-    noise = _randn(pixels.shape, generator, device, pixels.dtype)
-    noisy_image = pixels + p["noise_aug_strength"] * noise
-    upcast = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
-    if upcast:
-        pipe.vae.to(dtype=torch.float32)
-    #    Its latents are NOT multiplied by the VAE scaling factor (unlike the frames' latents).
-    image_latents = pipe.vae.encode(noisy_image.to(pipe.vae.dtype)).latent_dist.mode()  # (1, 4, h, w)
-    image_latents = image_latents.to(image_embeddings.dtype)
-    if upcast:
-        pipe.vae.to(dtype=torch.float16)
+    # 1. Encode the image: CLIP embedding and VAE latents of the noise-augmented image.
+    embeddings, noisy_image, image_latents = encode_image(
+        pipe, image, generator, height=H, width=W, noise_aug_strength=p["noise_aug_strength"])
 
-    # 3. Condition every frame on it.
-    #    The added time ids: the UNet was trained on fps - 1, hence the shift.
-    added_time_ids = torch.tensor([[p["fps"] - 1, p["motion_bucket_id"], p["noise_aug_strength"]]],
-                                  dtype=image_embeddings.dtype, device=device)  # (1, 3)
-    cond_latents = image_latents.unsqueeze(1).repeat(1, F, 1, 1, 1)  # (1, F, 4, h, w): same image every frame
-    if do_cfg:  # batch row 0 is unconditional (zero embedding, zero image latents), row 1 conditional
-        embeddings_in = torch.cat([torch.zeros_like(image_embeddings), image_embeddings])
-        cond_in = torch.cat([torch.zeros_like(cond_latents), cond_latents])
-        time_ids_in = added_time_ids.repeat(2, 1)
-    else:
-        embeddings_in, cond_in, time_ids_in = image_embeddings, cond_latents, added_time_ids
+    # 2. Condition every frame on it: image latents beside every frame, fps/motion/noise as added time ids.
+    cond = condition(embeddings, noisy_image, image_latents, fps=p["fps"],
+                     motion_bucket_id=p["motion_bucket_id"], noise_aug_strength=p["noise_aug_strength"])
 
-    # 4. Denoise the stack of frames together.
-    scheduler = pipe.scheduler
-    if sigmas is not None:
-        scheduler.set_timesteps(sigmas=list(map(float, sigmas)), device=device)
-    else:
-        scheduler.set_timesteps(p["num_inference_steps"], device=device)
-    timesteps = scheduler.timesteps
-    h, w = H // pipe.vae_scale_factor, W // pipe.vae_scale_factor
-    latents = _randn((1, F, 4, h, w), generator, device, image_embeddings.dtype) * scheduler.init_noise_sigma
-    scale = g.view(1, F, 1, 1, 1)
-    rec = {k: [] for k in ("x_t", "x0", "cond", "uncond")}
-    steps = timesteps
-    if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(timesteps, desc="denoising", unit="step")
-    for i, t in enumerate(steps):
-        x_t = latents  # (1, F, 4, h, w)
-        model_in = torch.cat([x_t] * 2) if do_cfg else x_t
-        model_in = scheduler.scale_model_input(model_in, t)  # x / sqrt(sigma^2 + 1)
-        model_in = torch.cat([model_in, cond_in], dim=2)  # (B, F, 8, h, w): 4 noisy + 4 image channels
-        out = pipe.unet(model_in, t, encoder_hidden_states=embeddings_in, added_time_ids=time_ids_in,
-                        return_dict=False)[0]  # (B, F, 4, h, w)
-        if do_cfg:
-            uncond, cond = out.chunk(2)
-            noise_pred = uncond + scale * (cond - uncond)
-        else:
-            uncond, cond, noise_pred = None, out, out
-        step = scheduler.step(noise_pred, t, x_t)
-        latents, x0 = step.prev_sample, step.pred_original_sample
-        if capture:
-            rec["x_t"].append(x_t[0].to("cpu", keep))
-            rec["x0"].append(x0[0].to("cpu", keep))
-            rec["cond"].append(cond[0].to("cpu", keep))
-            if do_cfg:
-                rec["uncond"].append(uncond[0].to("cpu", keep))
-        if on_step is not None:
-            result = on_step(pipe, i, t, {"latents": latents, "x0": x0, "noise_pred": noise_pred}) or {}
-            latents = result.get("latents", latents)
-            if result.get("stop"):
-                break
+    # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance.
+    set_schedule(pipe, p["num_inference_steps"], sigmas)
+    latents = initial_noise(pipe, generator, F, H, W, embeddings.dtype)  # (1, F, 4, h, w)
+    latents, steps_run, rec = denoise(pipe, latents, cond, p["guidance"].unsqueeze(0), capture=capture,
+                                      on_step=on_step, progress=progress)
 
-    # 5. Decode the latents to frames.
+    # 4. Decode the latents to frames with the temporal VAE decoder.
     frames = decode_latents(pipe, latents, p["decode_chunk_size"] or F)
 
     record = _record(pipe, seed, p, guidance, sigmas)
-    record["steps_run"] = i + 1 if len(timesteps) else 0
+    record["steps_run"] = steps_run
     record["seconds"] = round(time.perf_counter() - started, 4)
-    trace = None
-    if capture:
-        n = len(rec["x_t"])
-        trace = Trace(
-            sigmas=scheduler.sigmas[: n + 1].to("cpu", torch.float32).clone(),
-            timesteps=timesteps[:n].to("cpu", torch.float32).clone(),
-            x_t=torch.stack(rec["x_t"]), x0=torch.stack(rec["x0"]),
-            model_output_cond=torch.stack(rec["cond"]),
-            model_output_uncond=torch.stack(rec["uncond"]) if do_cfg else None,
-            guidance=g.to("cpu", torch.float32), latents=latents[0].to("cpu", keep),
-            image_embeddings=image_embeddings.to("cpu", keep), image_latents=image_latents.to("cpu", keep),
-            noisy_image=noisy_image.to("cpu", keep), added_time_ids=added_time_ids.to("cpu", torch.float32),
-            scaling_factor=float(pipe.vae.config.scaling_factor),
-        )
+    trace = _trace(pipe, rec, cond, p["guidance"], latents, steps_run, capture) if capture else None
     return Video(frames=frames, fps=p["fps"], params=record, trace=trace)
+
+
+def _trace(pipe, rec, cond: Condition, guidance, latents, n, capture) -> Trace:
+    """Assemble the `Trace` of the first video from what `denoise` recorded."""
+    keep = torch.float16 if capture == "fp16" else torch.float32
+    cpu = lambda x: x.to("cpu", keep)  # noqa: E731
+    return Trace(
+        sigmas=pipe.scheduler.sigmas[: n + 1].to("cpu", torch.float32).clone(),
+        timesteps=pipe.scheduler.timesteps[:n].to("cpu", torch.float32).clone(),
+        x_t=rec["x_t"][:, 0], x0=rec["x0"][:, 0], model_output_cond=rec["cond"][:, 0],
+        model_output_uncond=rec["uncond"][:, 0] if "uncond" in rec else None,
+        guidance=guidance.to("cpu", torch.float32), latents=cpu(latents[0]),
+        image_embeddings=cpu(cond.image_embeddings[:1]), image_latents=cpu(cond.image_latents[:1]),
+        noisy_image=cpu(cond.noisy_image[:1]), added_time_ids=cond.added_time_ids[:1].to("cpu", torch.float32),
+        scaling_factor=float(pipe.vae.config.scaling_factor),
+    )
 
 
 def _randn(shape, generator, device, dtype):

@@ -1,0 +1,311 @@
+"""The toy world: coloured shapes sliding across a 64x64 frame, where SVD's knobs have a physical meaning.
+
+Every clip is a pure function of its arguments:
+
+* ``seed`` picks the *scene*: a background, 1-3 shapes (kind, colour, size, start, direction);
+* ``motion_bucket_id`` sets the speed, in pixels per **second**: 0 is still, 255 is :data:`MAX_SPEED`;
+* ``fps`` sets how much of a second passes between frames, so one frame moves ``speed / fps`` pixels.
+
+That is the meaning SVD's own conditioning has: at the same bucket, a clip "filmed" at fps 6 moves
+4x as far per frame as one at fps 24.
+
+>>> from svdkit.toy.world import render_clip, caption, pixels_per_frame
+>>> clip = render_clip(seed=3, motion_bucket_id=255, fps=6)
+>>> clip.shape, clip.dtype                      # (F, H, W, 3)
+((14, 64, 64, 3), dtype('uint8'))
+>>> pixels_per_frame(255, fps=6), pixels_per_frame(255, fps=24)
+(4.0, 1.0)
+>>> caption(3)  # doctest: +SKIP
+'a green circle and a red triangle on a dark grey background'
+
+Shapes bounce off the edges of the frame. Positions are floats and frames are supersampled, so even
+a tenth of a pixel per frame shows up in the pixels. :func:`detect_shapes` finds the shapes again
+from their colours, so the same measurement works on rendered and on generated clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = [
+    # the scene
+    "Shape", "Background", "Scene", "describe_scene", "caption",
+    # the physics
+    "MAX_SPEED", "pixels_per_frame", "shape_positions",
+    # the pixels
+    "render_clip", "render_frame",
+    # reading a clip back
+    "Detection", "detect_shapes", "PALETTE", "SHAPE_KINDS", "HELD_OUT_SEED",
+]
+
+MAX_SPEED = 24.0
+"""Pixels per second at motion_bucket_id 255 in a 64-pixel frame (4 px/frame at fps 6)."""
+
+HELD_OUT_SEED = 1_000_000
+"""Seeds from here up are never used for training: evaluation and examples draw from them."""
+
+SHAPE_KINDS = ("circle", "square", "triangle", "diamond")
+
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 200, 70),
+    "blue": (40, 90, 245),
+    "yellow": (245, 215, 30),
+    "magenta": (225, 50, 225),
+    "cyan": (40, 220, 230),
+}
+"""Shape colours, all saturated and at least ~130 apart in RGB, so a nearest-colour test separates them."""
+
+_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "dark grey": (40, 40, 40),
+    "grey": (95, 95, 95),
+    "slate": (50, 58, 75),
+    "brown": (78, 62, 50),
+}
+# Backgrounds are dull (max - min channel < 30): nothing in them looks like a palette colour.
+
+_NATIVE = 64  # the size the scene is laid out in; other sizes scale positions, radii and speed
+_SUPERSAMPLE = 4  # coverage samples per pixel, per axis
+
+
+# --------------------------------------------------------------------------------------- the scene
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """One solid shape. Lengths are in pixels of a 64x64 frame; ``direction`` is in radians (y points down)."""
+
+    kind: str
+    colour: str
+    radius: float
+    start: tuple[float, float]  # (x, y) centre at frame 0
+    direction: float
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return PALETTE[self.colour]
+
+
+@dataclasses.dataclass(frozen=True)
+class Background:
+    """A plain background (``strength`` 0) or a linear gradient around ``rgb`` along ``angle``."""
+
+    name: str
+    rgb: tuple[int, int, int]
+    strength: float  # +-strength is added to each channel across the frame
+    angle: float
+
+    @property
+    def gradient(self) -> bool:
+        return self.strength > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """Everything that ``seed`` decides: the background and the shapes, drawn in order."""
+
+    seed: int
+    background: Background
+    shapes: tuple[Shape, ...]
+
+
+def describe_scene(seed: int) -> Scene:
+    """The scene of ``seed``: deterministic, independent of motion_bucket_id and fps.
+
+    >>> scene = describe_scene(1_000_000)
+    >>> 1 <= len(scene.shapes) <= 3
+    True
+    """
+    rng = np.random.default_rng([int(seed), 0x70E])
+    name = list(_BACKGROUNDS)[rng.integers(len(_BACKGROUNDS))]
+    strength = float(rng.uniform(12, 28)) if rng.random() < 0.5 else 0.0
+    background = Background(name, _BACKGROUNDS[name], strength, float(rng.uniform(0, 2 * math.pi)))
+
+    n = int(rng.integers(1, 4))
+    colours = rng.choice(list(PALETTE), size=n, replace=False)
+    shapes: list[Shape] = []
+    for colour in colours:
+        kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+        radius = float(rng.uniform(6.0, 9.5))
+        # a start that does not overlap the shapes already placed (give up after a few tries)
+        for _ in range(20):
+            x, y = rng.uniform(radius, _NATIVE - radius, size=2)
+            if all(math.hypot(x - s.start[0], y - s.start[1]) > radius + s.radius + 2 for s in shapes):
+                break
+        shapes.append(Shape(str(kind), str(colour), radius, (float(x), float(y)),
+                            float(rng.uniform(0, 2 * math.pi))))
+    return Scene(int(seed), background, tuple(shapes))
+
+
+def caption(seed: int) -> str:
+    """A one-line description of the scene, e.g. "a red circle and a blue square on a grey background".
+
+    >>> caption(1_000_000).startswith("a ")
+    True
+    """
+    scene = describe_scene(seed)
+    things = [f"a {s.colour} {s.kind}" for s in scene.shapes]
+    listed = things[0] if len(things) == 1 else ", ".join(things[:-1]) + " and " + things[-1]
+    bg = scene.background
+    return f"{listed} on a {bg.name}{' gradient' if bg.gradient else ''} background"
+
+
+# ------------------------------------------------------------------------------------- the physics
+def pixels_per_frame(motion_bucket_id: float, fps: float, *, size: int = _NATIVE) -> float:
+    """How far every shape moves between two frames: ``speed / fps``, speed proportional to the bucket.
+
+    >>> pixels_per_frame(0, fps=7), pixels_per_frame(127.5, fps=6)
+    (0.0, 2.0)
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    speed = MAX_SPEED * float(motion_bucket_id) / 255.0 * size / _NATIVE  # pixels per second
+    return speed / float(fps)
+
+
+def _bounce(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fold free straight-line positions back into [lo, hi], as a ball bouncing between two walls."""
+    span = hi - lo
+    if span <= 0:
+        return np.full_like(p, (lo + hi) / 2)
+    u = np.mod(p - lo, 2 * span)
+    return lo + np.where(u <= span, u, 2 * span - u)
+
+
+def shape_positions(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
+                    *, size: int = _NATIVE) -> np.ndarray:
+    """Ground-truth centres of every shape in every frame, in pixels, as ``(F, N, 2)`` with (x, y) last.
+
+    >>> pos = shape_positions(5, motion_bucket_id=255, fps=6)
+    >>> step = np.linalg.norm(pos[1] - pos[0], axis=-1)   # 4 px, unless a shape just bounced
+    """
+    scene = describe_scene(seed)
+    scale = size / _NATIVE
+    step = pixels_per_frame(motion_bucket_id, fps, size=size)
+    t = np.arange(num_frames, dtype=np.float64)[:, None]  # (F, 1) frames elapsed
+    out = np.empty((num_frames, len(scene.shapes), 2))  # (F, N, 2)
+    for i, s in enumerate(scene.shapes):
+        r = s.radius * scale
+        for axis, (p0, v) in enumerate(zip(s.start, (math.cos(s.direction), math.sin(s.direction)))):
+            out[:, i, axis] = _bounce(p0 * scale + v * step * t[:, 0], r, size - r)
+    return out
+
+
+# -------------------------------------------------------------------------------------- the pixels
+def _inside(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Which sample points, relative to the centre, fall inside a shape; every kind fits in radius ``r``."""
+    if kind == "circle":
+        return dx * dx + dy * dy <= r * r
+    if kind == "square":
+        return (np.abs(dx) <= 0.8 * r) & (np.abs(dy) <= 0.8 * r)
+    if kind == "diamond":
+        return np.abs(dx) + np.abs(dy) <= r
+    if kind == "triangle":  # equilateral, pointing up, circumradius r (its centroid is the centre)
+        return (math.sqrt(3) * np.abs(dx) - dy <= r) & (dy <= r / 2)
+    raise ValueError(f"unknown shape kind {kind!r}")
+
+
+def _background(bg: Background, size: int) -> np.ndarray:
+    """The static background as float RGB, (H, W, 3)."""
+    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size - 0.5  # pixel centres, in [-0.5, 0.5]
+    ramp = 2 * (xx * math.cos(bg.angle) + yy * math.sin(bg.angle))  # about -1 .. 1 across the frame
+    return np.asarray(bg.rgb, np.float64) + (bg.strength * ramp)[..., None]
+
+
+def render_frame(scene: Scene, centres: np.ndarray, *, size: int = _NATIVE,
+                 background: np.ndarray | None = None) -> np.ndarray:
+    """Draw ``scene`` with its shapes at ``centres`` ``(N, 2)``; returns float RGB ``(H, W, 3)`` in 0..255.
+
+    Each shape's coverage of each pixel is the fraction of 4x4 sub-samples inside it (antialiasing).
+    """
+    img = _background(scene.background, size) if background is None else background.copy()
+    n = _SUPERSAMPLE
+    offsets = (np.arange(n) + 0.5) / n  # sub-sample positions inside a pixel
+    scale = size / _NATIVE
+    for s, (cx, cy) in zip(scene.shapes, centres):
+        r = s.radius * scale
+        reach = r + 1  # every kind fits in this box
+        x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 1, size)
+        y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 1, size)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        xs = (np.arange(x0, x1)[:, None] + offsets).ravel() - cx  # (w*n,)
+        ys = (np.arange(y0, y1)[:, None] + offsets).ravel() - cy  # (h*n,)
+        hit = _inside(s.kind, xs[None, :], ys[:, None], r)  # (h*n, w*n)
+        cover = hit.reshape(y1 - y0, n, x1 - x0, n).mean(axis=(1, 3))[..., None]  # (h, w, 1)
+        patch = img[y0:y1, x0:x1]
+        img[y0:y1, x0:x1] = patch * (1 - cover) + np.asarray(s.rgb, np.float64) * cover
+    return img
+
+
+def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
+                *, size: int = 64) -> np.ndarray:
+    """Render the clip of scene ``seed`` at the speed that ``motion_bucket_id`` and ``fps`` mean.
+
+    Args:
+        seed: picks the scene (see :func:`describe_scene`); seeds >= ``HELD_OUT_SEED`` are never trained on.
+        motion_bucket_id: 0..255, speed in pixels per second is ``MAX_SPEED * bucket / 255``.
+        fps: frames per second of the clip; each frame advances ``1 / fps`` seconds.
+        num_frames: frames to render, the first at time 0.
+        size: frame height and width in pixels (the scene scales with it).
+
+    Returns:
+        uint8 array, (F, H, W, 3).
+
+    >>> clip = render_clip(0, motion_bucket_id=0)
+    >>> bool((clip == clip[0]).all())                     # bucket 0 is a still clip
+    True
+    """
+    scene = describe_scene(seed)
+    centres = shape_positions(seed, motion_bucket_id, fps, num_frames, size=size)  # (F, N, 2)
+    bg = _background(scene.background, size)
+    frames = [render_frame(scene, c, size=size, background=bg) for c in centres]
+    return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)  # (F, H, W, 3)
+
+
+# ---------------------------------------------------------------------------- reading a clip back
+@dataclasses.dataclass(frozen=True)
+class Detection:
+    """One blob of one palette colour: its centroid (x, y) in pixels and its area in pixels."""
+
+    colour: str
+    x: float
+    y: float
+    area: int
+
+
+def detect_shapes(frame: np.ndarray, *, max_distance: float = 90.0, min_area: int = 6) -> list[Detection]:
+    """Find the shapes in one frame from their colours.
+
+    Each pixel is given the nearest palette colour when it lies within ``max_distance`` of it (RGB,
+    0..255), then each colour's connected blobs of at least ``min_area`` pixels are reported.
+
+    Args:
+        frame: uint8 or float RGB, (H, W, 3), 0..255 (floats in 0..1 are scaled up).
+
+    >>> dets = detect_shapes(render_clip(7)[0])
+    >>> sorted(d.colour for d in dets) == sorted(s.colour for s in describe_scene(7).shapes)
+    True
+    """
+    import cv2
+
+    img = np.asarray(frame)
+    img = img.astype(np.float32) * (255.0 if img.dtype.kind == "f" and img.max() <= 1.0 else 1.0)
+    names = list(PALETTE)
+    colours = np.asarray([PALETTE[c] for c in names], np.float32)  # (K, 3)
+    dist = np.linalg.norm(img[:, :, None, :] - colours, axis=-1)  # (H, W, K)
+    nearest = dist.argmin(-1)
+    close = dist.min(-1) <= max_distance
+    found: list[Detection] = []
+    for k, name in enumerate(names):
+        mask = (close & (nearest == k)).astype(np.uint8)
+        if not mask.any():
+            continue
+        count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        for j in range(1, count):
+            area = int(stats[j, cv2.CC_STAT_AREA])
+            if area >= min_area:
+                # centroids are of pixel indices; +0.5 puts them in the same frame as shape_positions
+                found.append(Detection(name, float(centroids[j][0] + 0.5), float(centroids[j][1] + 0.5), area))
+    return found
