@@ -9,15 +9,58 @@ import sys
 def _generate(args) -> int:
     import svdkit
 
-    # Check the cheap things before loading a model.
+    # Check the image and every parameter before loading a model.
+    params = {k: getattr(args, k) for k in svdkit.sampling.GENERATE_PARAMS if getattr(args, k, None) is not None}
+    svdkit.sampling.check_params(None, params, args.guidance, spec=svdkit.MODELS.get(args.model))
     svdkit.load_image(args.image)
     pipe = svdkit.load_pipeline(args.model, device=args.device, memory=args.memory)
-    params = {k: getattr(args, k) for k in svdkit.sampling.GENERATE_PARAMS if getattr(args, k, None) is not None}
     video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
     path = video.save(args.output)
     print(f"wrote {path} and {path.with_suffix('.json')} ({video.frames.shape[0]} frames, "
           f"{video.params['seconds']:.2f} s)")
     return 0
+
+
+def _notebooks(args) -> int:
+    """Execute every notebook headless on the chosen model: executed .ipynb, HTML and the notebook's own
+    outputs (videos, summary.json) land in OUT/<notebook name>/."""
+    import json
+    import time
+    from pathlib import Path
+
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    folder = Path(args.folder)
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        paths = [p for p in paths if any(key in p.name for key in args.only)]
+    if not paths:
+        raise FileNotFoundError(f"no notebooks matching NN_*.ipynb in {folder}")
+    out = Path(args.output)
+    failed = []
+    for path in paths:
+        dest = out / path.stem
+        dest.mkdir(parents=True, exist_ok=True)
+        params = {"model": args.model, "device": args.device, "out_dir": str(dest.resolve())}
+        started = time.perf_counter()
+        print(f"running {path.name} ...", flush=True)
+        try:
+            papermill.execute_notebook(str(path), str(dest / path.name), parameters=params, cwd=str(folder),
+                                       progress_bar=False, kernel_name="python3")
+        except Exception as e:  # keep going: report every failing notebook at the end
+            failed.append(path.name)
+            print(f"  FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+        executed = dest / path.name
+        if executed.is_file():
+            html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+            (dest / path.with_suffix(".html").name).write_text(html)
+        summary = dest / "summary.json"
+        keys = ", ".join(json.loads(summary.read_text())) if summary.is_file() else "no summary.json"
+        print(f"  {time.perf_counter() - started:.1f} s -> {dest} ({keys})", flush=True)
+    print(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {out}/")
+    return 1 if failed else 0
 
 
 def main(argv=None) -> int:
@@ -37,6 +80,14 @@ def main(argv=None) -> int:
                       ("min_guidance_scale", float), ("max_guidance_scale", float), ("decode_chunk_size", int)):
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     g.set_defaults(func=_generate)
+
+    n = sub.add_parser("notebooks", help="execute the notebooks headless into an outputs folder (the main job)")
+    n.add_argument("--folder", default="notebooks", help="where the NN_*.ipynb notebooks are (default notebooks)")
+    n.add_argument("-o", "--output", default="outputs", help="outputs folder (default outputs)")
+    n.add_argument("--model", default="toy")
+    n.add_argument("--device", default="auto")
+    n.add_argument("--only", nargs="*", help="run only notebooks whose file name contains one of these")
+    n.set_defaults(func=_notebooks)
 
     args = parser.parse_args(argv)
     if args.command is None:

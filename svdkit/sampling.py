@@ -125,14 +125,18 @@ def guidance_schedule(kind="linear", num_frames: int = 14, min_scale: float = 1.
     return values.float()
 
 
-def _defaults(pipe) -> dict:
-    """The parameters a call uses when it does not name them: the model's registry row, else the pipeline's."""
+def _defaults(pipe, spec=None) -> dict:
+    """The parameters a call uses when it does not name them: the model's registry row, else the pipeline's.
+
+    `pipe` may be None (checking a command line before loading anything): then `spec` alone is used.
+    """
     info = getattr(pipe, "svdkit", None)
-    spec = info.spec if info is not None else None
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    d = dict(height=size, width=size, num_frames=pipe.unet.config.num_frames, num_inference_steps=25,
-             min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7, motion_bucket_id=127,
-             noise_aug_strength=0.02, decode_chunk_size=None)
+    spec = info.spec if info is not None else spec
+    d = dict(height=576, width=1024, num_frames=14, num_inference_steps=25, min_guidance_scale=1.0,
+             max_guidance_scale=3.0, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, decode_chunk_size=None)
+    if pipe is not None:
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        d.update(height=size, width=size, num_frames=pipe.unet.config.num_frames)
     if spec is not None:
         d.update({k: getattr(spec, k) for k in d if hasattr(spec, k)})
     if info is not None and info.decode_chunk_size:
@@ -144,15 +148,18 @@ def _nearest64(x: int) -> int:
     return max(64, int(round(x / 64)) * 64)
 
 
-def check_params(pipe, params: dict, guidance=None, sigmas=None) -> dict:
-    """Fill in defaults and validate every parameter before any model work; return the full set."""
+def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -> dict:
+    """Fill in defaults and validate every parameter before any model work; return the full set.
+
+    With `pipe=None`, checks against a registry row `spec` (or generic defaults) without a loaded model.
+    """
     unknown = set(params) - set(GENERATE_PARAMS)
     if unknown:
         raise TypeError(f"generate() got unknown parameter(s) {sorted(unknown)}; valid: {', '.join(GENERATE_PARAMS)}")
-    p = _defaults(pipe)
+    p = _defaults(pipe, spec)
     p.update({k: v for k, v in params.items() if v is not None or k == "decode_chunk_size"})
     if p["decode_chunk_size"] is None:
-        p["decode_chunk_size"] = _defaults(pipe)["decode_chunk_size"]
+        p["decode_chunk_size"] = _defaults(pipe, spec)["decode_chunk_size"]
 
     for name in ("height", "width"):
         v = p[name]
@@ -177,8 +184,8 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None) -> dict:
     if not 0 <= p["motion_bucket_id"] <= 255:
         warnings.warn(f"motion_bucket_id={p['motion_bucket_id']} is outside 0-255, the range SVD was trained on",
                       stacklevel=3)
-    trained = pipe.unet.config.num_frames
-    if p["num_frames"] > trained:
+    trained = pipe.unet.config.num_frames if pipe is not None else getattr(spec, "num_frames", None)
+    if trained is not None and p["num_frames"] > trained:
         warnings.warn(f"num_frames={p['num_frames']} is more than the {trained} frames this model was trained for; "
                       "expect the clip to degrade", stacklevel=3)
     if sigmas is not None:

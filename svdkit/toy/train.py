@@ -1,0 +1,402 @@
+"""Train the toy SVD from seeds: ``python -m svdkit.toy.train`` rebuilds ``svdkit/toy/model/``.
+
+The result is a stock diffusers ``StableVideoDiffusionPipeline`` folder (safetensors). Training follows
+the conditioning of the real model exactly as the diffusers pipeline builds it at sampling time:
+
+1. **VAE.** ``AutoencoderKLTemporalDecoder`` learns to reconstruct short clips of the world (L1 + MSE + an
+   edge term + a small KL). Its ``scaling_factor`` is then measured so that scaled latents have unit std.
+2. **Latent pool.** Clips of ``POOL_FRAMES`` frames from training seeds are encoded once. Any 14-frame
+   window of a pool clip, played forwards or backwards, is a training clip; its first frame is the
+   conditioning image.
+3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction, the parametrisation that
+   ``EulerDiscreteScheduler`` (v_prediction, continuous timesteps) samples from:
+
+   * input ``x_noisy / sqrt(sigma^2 + 1)`` concatenated on channels with the *unscaled* image latents
+     ``vae.encode(image + noise_aug_strength * noise).latent_dist.mode()``, repeated over frames;
+   * timestep ``0.25 * ln(sigma)``; added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``;
+   * ``x0 = out * (-sigma / sqrt(sigma^2 + 1)) + x_noisy / (sigma^2 + 1)``, loss
+     ``(sigma^2 + 1) / sigma^2 * |x0 - latents|^2`` (the EDM weighting);
+   * ``COND_DROPOUT`` of clips get zero image embeddings **and** zero image latents, which is exactly the
+     unconditional branch of the pipeline's classifier-free guidance.
+
+   In the world only the pixels per frame, ``d = MAX_SPEED * bucket / 255 / fps``, shape a clip. So a pool
+   clip with displacement ``d`` is relabelled on every visit with a fresh fps and the bucket that gives
+   the same ``d``: the UNet sees that only the ratio bucket / fps matters.
+
+The CLIP image encoder is a fixed, seeded random network (see README.md for why).
+
+>>> # python -m svdkit.toy.train --smoke          # a few steps of everything, reload, generate (< 1 min)
+>>> # python -m svdkit.toy.train                  # the shipped weights (about half an hour on 2 CPU cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, pixels_per_frame, render_clip
+
+__all__ = ["build_pipeline", "train_vae", "encode_pool", "train_unet", "main"]
+
+# ------------------------------------------------------------------------------ configuration
+SEED = 0
+NUM_FRAMES = 14
+SIZE = 64  # pixels; latents are SIZE / 8
+THREADS = 2
+
+VAE_STEPS = 1400
+VAE_BATCH = 8  # chunks per step
+VAE_CHUNK = 4  # consecutive frames per chunk (the temporal decoder sees its neighbours)
+VAE_LR = 1e-3
+VAE_KL = 1e-4
+
+POOL_CLIPS = 1200
+POOL_FRAMES = 28
+
+UNET_STEPS = 1300
+UNET_BATCH = 16
+UNET_LR = 1e-3
+UNET_EMA = 0.995
+P_MEAN, P_STD = 0.3, 1.4  # log-normal sigma
+COND_DROPOUT = 0.15
+NOISE_AUG_MAX = 0.2
+FPS_RANGE = (3.0, 30.0)
+
+LOG_EVERY = 25
+
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=SIZE,
+    down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64),  # 64 -> 8: 3 downsamples
+)
+UNET_CONFIG = dict(
+    sample_size=SIZE // 8, in_channels=8, out_channels=4, num_frames=NUM_FRAMES,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+    block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32,
+    addition_time_embed_dim=32, projection_class_embeddings_input_dim=3 * 32,
+)
+CLIP_CONFIG = dict(
+    image_size=224, patch_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    num_attention_heads=2, projection_dim=32,
+)
+SCHEDULER_CONFIG = dict(  # Stable Video Diffusion's own scheduler_config.json
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+    num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+    steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+)
+
+
+# ------------------------------------------------------------------------------ components
+def build_pipeline(seed: int = SEED):
+    """A fresh, untrained toy StableVideoDiffusionPipeline with seeded weights."""
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                           UNetSpatioTemporalConditionModel)
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLTemporalDecoder(**VAE_CONFIG)
+    torch.manual_seed(seed + 1)
+    unet = UNetSpatioTemporalConditionModel(**UNET_CONFIG)
+    torch.manual_seed(seed + 2)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG)).eval()
+    return StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=image_encoder, unet=unet,
+        scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        feature_extractor=CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
+    )
+
+
+def _sample_motion(rng: np.random.Generator) -> tuple[float, float]:
+    """A (motion_bucket_id, fps) pair from the training prior: buckets uniform, fps log-uniform, some stills."""
+    bucket = 0.0 if rng.random() < 0.05 else float(rng.uniform(0, 255))
+    fps = float(np.exp(rng.uniform(np.log(FPS_RANGE[0]), np.log(FPS_RANGE[1]))))
+    return bucket, fps
+
+
+def _to_model(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1], the VAE's pixel range."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return x.movedim(-1, -3)
+
+
+# ------------------------------------------------------------------------------ 1. VAE
+def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
+
+
+def train_vae(vae, steps: int, *, device: str, seed: int = SEED, log: list | None = None) -> list:
+    """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...]."""
+    rng = np.random.default_rng([seed, 1])
+    torch.manual_seed(seed + 10)
+    vae.train().to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
+    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1))
+    log = [] if log is None else log
+    t0 = time.time()
+    for step in range(steps):
+        # (B*K, 3, H, W): B chunks of K consecutive frames, each from a fresh training scene
+        chunks = [render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
+                  for _ in range(VAE_BATCH)]
+        x = _to_model(np.concatenate(chunks)).to(device)
+        post = vae.encode(x).latent_dist
+        z = post.sample()  # (B*K, 4, h, w)
+        y = vae.decode(z, num_frames=VAE_CHUNK).sample  # (B*K, 3, H, W)
+        mse = F.mse_loss(y, x)
+        edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
+        loss = F.l1_loss(y, x) + mse + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % LOG_EVERY == 0 or step == steps - 1:
+            psnr = 10 * math.log10(4.0 / max(mse.item(), 1e-10))  # pixel range [-1, 1] spans 2
+            log.append((step, round(loss.item(), 5), round(psnr, 2)))
+            print(f"vae  {step:5d}/{steps}  loss {loss.item():.4f}  psnr {psnr:5.2f} dB  {time.time() - t0:6.0f}s",
+                  flush=True)
+    vae.eval()
+    return log
+
+
+@torch.no_grad()
+def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 48) -> float:
+    """1 / std of the latents of training clips, so that scaled latents have unit std (as SD's 0.18215 does)."""
+    rng = np.random.default_rng([seed, 2])
+    vae.eval()
+    zs = []
+    for _ in range(clips):
+        clip = render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=NUM_FRAMES)
+        zs.append(vae.encode(_to_model(clip).to(device)).latent_dist.mode())
+    return float(1.0 / torch.cat(zs).std())
+
+
+# ------------------------------------------------------------------------------ 2. latent pool
+@torch.no_grad()
+def encode_pool(vae, n_clips: int, *, device: str, seed: int = SEED, num_frames: int = POOL_FRAMES):
+    """Render and encode ``n_clips`` long clips of training scenes.
+
+    Returns a dict: ``frames`` uint8 (N, T, H, W, 3), ``latents`` (N, T, 4, h, w) unscaled VAE modes,
+    ``step`` (N,) pixels moved per frame.
+    """
+    rng = np.random.default_rng([seed, 3])
+    vae.eval()
+    frames, latents, steps = [], [], []
+    t0 = time.time()
+    for i in range(n_clips):
+        bucket, fps = _sample_motion(rng)
+        clip = render_clip(int(rng.integers(HELD_OUT_SEED)), bucket, fps, num_frames=num_frames)
+        frames.append(clip)
+        latents.append(vae.encode(_to_model(clip).to(device)).latent_dist.mode().cpu())  # (T, 4, h, w)
+        steps.append(pixels_per_frame(bucket, fps))
+        if i % 200 == 0 or i == n_clips - 1:
+            print(f"pool {i + 1:5d}/{n_clips}  {time.time() - t0:6.0f}s", flush=True)
+    return {"frames": np.stack(frames), "latents": torch.stack(latents), "step": np.asarray(steps)}
+
+
+# ------------------------------------------------------------------------------ 3. UNet
+def _clip_embeddings(pipe, frames: torch.Tensor) -> torch.Tensor:
+    """Image embeddings exactly as the pipeline makes them: [-1, 1] pixels (B, 3, H, W) -> (B, 1, D)."""
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
+    x = (_resize_with_antialiasing(frames, (224, 224)) + 1.0) / 2.0  # (B, 3, 224, 224) in [0, 1]
+    fe = pipe.feature_extractor
+    mean = torch.tensor(fe.image_mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(fe.image_std, device=x.device).view(1, 3, 1, 1)
+    return pipe.image_encoder((x - mean) / std).image_embeds.unsqueeze(1)
+
+
+def _relabel(step: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For pixels-per-frame ``step``, draw an fps and the bucket that gives that step at that fps."""
+    lo = np.log(FPS_RANGE[0])
+    hi = np.log(np.minimum(FPS_RANGE[1], np.where(step > 0, MAX_SPEED / np.maximum(step, 1e-9), FPS_RANGE[1])))
+    fps = np.exp(rng.uniform(lo, np.maximum(hi, lo)))
+    bucket = np.clip(step * fps / MAX_SPEED * 255.0, 0, 255)
+    return bucket, fps
+
+
+def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, log: list | None = None) -> list:
+    """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...]."""
+    unet, vae = pipe.unet, pipe.vae
+    sf = vae.config.scaling_factor
+    rng = np.random.default_rng([seed, 4])
+    gen = torch.Generator().manual_seed(seed + 20)
+    unet.train().to(device)
+    vae.eval().to(device)
+    pipe.image_encoder.eval().to(device)
+    ema = [p.detach().clone() for p in unet.parameters()]
+    opt = torch.optim.AdamW(unet.parameters(), lr=UNET_LR, weight_decay=0.01)
+    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1))
+    n, T = pool["latents"].shape[:2]
+    log = [] if log is None else log
+    t0 = time.time()
+    for step in range(steps):
+        B = UNET_BATCH
+        # a. which clips, which window, which way round
+        idx = rng.integers(n, size=B)
+        start = rng.integers(T - NUM_FRAMES + 1, size=B)
+        backwards = rng.random(B) < 0.5
+        order = [np.arange(s, s + NUM_FRAMES)[::-1] if b else np.arange(s, s + NUM_FRAMES)
+                 for s, b in zip(start, backwards)]
+        latents = torch.stack([pool["latents"][i, o.copy()] for i, o in zip(idx, order)]).to(device) * sf
+        # latents: (B, F, 4, h, w), scaled as the pipeline's frame latents are
+        first = _to_model(np.stack([pool["frames"][i, o[0]] for i, o in zip(idx, order)])).to(device)  # (B, 3, H, W)
+
+        # b. conditioning: motion labels, noise augmentation, dropout
+        bucket, fps = _relabel(pool["step"][idx], rng)
+        aug = np.where(rng.random(B) < 0.2, 0.0, np.exp(rng.uniform(np.log(1e-3), np.log(NOISE_AUG_MAX), B)))
+        added_time_ids = torch.tensor(np.stack([fps - 1, bucket, aug], 1), dtype=torch.float32, device=device)
+        aug_t = torch.tensor(aug, dtype=torch.float32, device=device).view(B, 1, 1, 1)
+        with torch.no_grad():
+            noisy_first = first + aug_t * torch.randn(first.shape, generator=gen).to(device)
+            image_latents = vae.encode(noisy_first).latent_dist.mode()  # (B, 4, h, w), NOT scaled
+            embeddings = _clip_embeddings(pipe, first)  # (B, 1, D)
+        keep = torch.tensor(rng.random(B) >= COND_DROPOUT, dtype=torch.float32, device=device)
+        image_latents = image_latents * keep.view(B, 1, 1, 1)
+        embeddings = embeddings * keep.view(B, 1, 1)
+        image_latents = image_latents.unsqueeze(1).expand(-1, NUM_FRAMES, -1, -1, -1)  # (B, F, 4, h, w)
+
+        # c. EDM noise and preconditioning (what EulerDiscreteScheduler undoes at sampling time)
+        sigma = torch.exp(P_MEAN + P_STD * torch.randn(B, generator=gen)).to(device)
+        s = sigma.view(B, 1, 1, 1, 1)
+        x_noisy = latents + s * torch.randn(latents.shape, generator=gen).to(device)
+        model_in = torch.cat([x_noisy / (s**2 + 1).sqrt(), image_latents], dim=2)  # (B, F, 8, h, w)
+        out = unet(model_in, 0.25 * sigma.log(), encoder_hidden_states=embeddings,
+                   added_time_ids=added_time_ids, return_dict=False)[0]  # (B, F, 4, h, w)
+        x0 = out * (-s / (s**2 + 1).sqrt()) + x_noisy / (s**2 + 1)
+        loss = (((s**2 + 1) / s**2) * (x0 - latents) ** 2).mean()
+
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            decay = min(UNET_EMA, (1 + step) / (10 + step))
+            for e, p in zip(ema, unet.parameters()):
+                e.lerp_(p.detach(), 1 - decay)
+        if step % LOG_EVERY == 0 or step == steps - 1:
+            log.append((step, round(loss.item(), 5)))
+            print(f"unet {step:5d}/{steps}  loss {loss.item():.4f}  {time.time() - t0:6.0f}s", flush=True)
+    with torch.no_grad():
+        for e, p in zip(ema, unet.parameters()):
+            p.copy_(e)
+    unet.eval()
+    return log
+
+
+def _warmup_cosine(opt, steps: int, warmup: int):
+    def factor(i):
+        if i < warmup:
+            return (i + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+# ------------------------------------------------------------------------------ saving and checking
+def _plot_losses(record: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, stage in zip(axes, ("vae", "unet")):
+        rows = np.asarray(record[stage]["log"], dtype=float).reshape(-1, len(record[stage]["columns"]))
+        if len(rows):
+            ax.plot(rows[:, 0], rows[:, 1])
+        ax.set(title=f"{stage} loss", xlabel="step", yscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _smoke_generate(folder: Path) -> tuple:
+    """Reload the folder with nothing but stock diffusers and make one clip."""
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image
+
+    pipe = StableVideoDiffusionPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.fromarray(render_clip(HELD_OUT_SEED)[0])
+    frames = pipe(image, height=SIZE, width=SIZE, num_frames=NUM_FRAMES, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+    return frames.shape
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(prog="python -m svdkit.toy.train", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the package's model folder)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
+    p.add_argument("--vae-steps", type=int, default=VAE_STEPS)
+    p.add_argument("--pool-clips", type=int, default=POOL_CLIPS)
+    p.add_argument("--unet-steps", type=int, default=UNET_STEPS)
+    p.add_argument("--threads", type=int, default=THREADS)
+    p.add_argument("--seed", type=int, default=SEED)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.vae_steps, args.pool_clips, args.unet_steps = 3, 4, 3
+    out = args.out or (Path(tempfile.mkdtemp(prefix="toy_svd_smoke_")) if args.smoke
+                       else Path(__file__).parent / "model")
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+
+    # 1. VAE
+    pipe = build_pipeline(args.seed)
+    t0 = time.time()
+    vae_log = train_vae(pipe.vae, args.vae_steps, device=args.device, seed=args.seed)
+    scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
+                                            clips=4 if args.smoke else 48)
+    pipe.vae.register_to_config(scaling_factor=scaling_factor)
+    vae_time = time.time() - t0
+    print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}", flush=True)
+
+    # 2. latent pool
+    t0 = time.time()
+    pool = encode_pool(pipe.vae, args.pool_clips, device=args.device, seed=args.seed)
+    pool_time = time.time() - t0
+
+    # 3. UNet
+    t0 = time.time()
+    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed)
+    unet_time = time.time() - t0
+
+    # 4. save as a stock pipeline folder, with the loss curves beside the weights
+    pipe.to("cpu")
+    if out.exists():
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    pipe.save_pretrained(out, safe_serialization=True)
+    record = {
+        "seed": args.seed, "device": args.device, "threads": args.threads,
+        "wall_seconds": {"vae": round(vae_time), "pool": round(pool_time), "unet": round(unet_time),
+                         "total": round(time.time() - t_start)},
+        "vae": {"steps": args.vae_steps, "batch": f"{VAE_BATCH} chunks x {VAE_CHUNK} frames", "lr": VAE_LR,
+                "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
+                "columns": ["step", "loss", "psnr_db"], "log": vae_log},
+        "pool": {"clips": args.pool_clips, "frames_per_clip": POOL_FRAMES},
+        "unet": {"steps": args.unet_steps, "batch": UNET_BATCH, "lr": UNET_LR, "ema": UNET_EMA,
+                 "p_mean": P_MEAN, "p_std": P_STD, "cond_dropout": COND_DROPOUT,
+                 "noise_aug_max": NOISE_AUG_MAX, "fps_range": FPS_RANGE,
+                 "columns": ["step", "loss"], "log": unet_log},
+    }
+    (out / "training_log.json").write_text(json.dumps(record, indent=1))
+    _plot_losses(record, out / "loss.png")
+    print(f"saved to {out} in {time.time() - t_start:.0f}s total", flush=True)
+
+    # 5. the folder must work with stock diffusers alone
+    shape = _smoke_generate(out)
+    print(f"reloaded with StableVideoDiffusionPipeline.from_pretrained: frames {shape}", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main()
