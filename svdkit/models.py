@@ -7,6 +7,15 @@
 
 Real checkpoints are one argument away (`load_pipeline("svd-xt")`) on a machine with a GPU
 and access to the Hugging Face hub, or with the weights already in the local cache.
+
+To measure speed and memory without the download, build the real architecture with random weights
+(`weights="random"`), or a CPU-sized stand-in with the same block layout (`weights="random-tiny"`):
+
+>>> pipe = svdkit.load_pipeline("svd-xt", weights="random-tiny", device="cpu")
+>>> pipe.svdkit.weights, pipe.random_weights
+('random-tiny', True)
+>>> str(pipe.svdkit).endswith("RANDOM WEIGHTS")
+True
 """
 
 from __future__ import annotations
@@ -59,7 +68,8 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 # What each memory preset does, and what it costs. `decode_chunk_size` is the default that
-# `generate()` uses when the pipeline came from `load_pipeline(memory=...)`.
+# `generate()` uses when the pipeline came from `load_pipeline(memory=...)`. The time and peak memory of each,
+# for SVD-XT at 576x1024 on a GPU, are measured by benchmarks/gpu_presets.py.
 MEMORY_PRESETS: dict[str, dict] = {
     "fast": dict(offload=False, forward_chunking=False, decode_chunk_size=None,
                  doc="everything stays on the accelerator; the fastest, and the most memory"),
@@ -72,6 +82,9 @@ MEMORY_PRESETS: dict[str, dict] = {
 }
 
 
+WEIGHTS = ("pretrained", "random", "random-tiny")
+
+
 @dataclasses.dataclass
 class LoadInfo:
     """What `load_pipeline` decided; kept on the pipeline as `pipe.svdkit`."""
@@ -82,6 +95,13 @@ class LoadInfo:
     dtype: str
     memory: str
     decode_chunk_size: int | None
+    weights: str = "pretrained"
+    compiled: bool = False
+
+    def __repr__(self) -> str:
+        shown = ("model", "weights", "device", "dtype", "memory", "decode_chunk_size", "compiled")
+        text = f"LoadInfo({', '.join(f'{k}={getattr(self, k)!r}' for k in shown)})"
+        return text + (" RANDOM WEIGHTS" if self.weights != "pretrained" else "")
 
 
 def _resolve_device(device: str) -> str:
@@ -145,7 +165,8 @@ def _weights_missing(model: str, repo_id: str, reason: str) -> OSError:
     )
 
 
-def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", memory: str = "auto"):
+def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", memory: str = "auto",
+                  weights: str = "pretrained", compile: bool = False):
     """Load an SVD model as a diffusers `StableVideoDiffusionPipeline`, ready to `generate()` with.
 
     Args:
@@ -155,9 +176,16 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
       dtype: "auto" (fp16 on CUDA, fp32 elsewhere), "fp16", "bf16", "fp32" or a torch.dtype.
       memory: "fast", "balanced", "low" (see `MEMORY_PRESETS`) or "auto" (by free GPU memory: >= 40 GiB fast,
         >= 16 GiB balanced, else low; always "fast" off CUDA, where there is nothing to offload).
+      weights: "pretrained" (the checkpoint), or, for "svd", "svd-xt" and "svd-xt-1-1" only, "random": the real
+        architecture with seeded random weights, built on `device` with no download (to measure speed and
+        memory; the frames are noise), or "random-tiny": the same block layout with a few channels, for a CPU
+        (its default size becomes 64x128).
+      compile: compile the UNet's blocks and the VAE decoder with `torch.compile` (`svdkit.speed.compile_pipeline`);
+        the first clip of each size pays the compilation.
 
     Returns:
-      The pipeline, with `pipe.svdkit` recording the model name, device, dtype and memory preset.
+      The pipeline, with `pipe.svdkit` recording the model name, weights, device, dtype and memory preset;
+      `pipe.random_weights` is True for random weights, and every `Video` made with it says so.
 
     Weights load from safetensors only (never pickle, never remote code). When they are neither cached nor
     reachable, this fails within seconds with an error that says how to fetch them. `HF_HUB_OFFLINE=1` is honoured.
@@ -169,47 +197,73 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
     from diffusers import StableVideoDiffusionPipeline
 
     # 1. Resolve the name, device, dtype and memory preset (cheap checks first).
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTS))}; got {weights!r}")
     device = _resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
     preset = _resolve_memory(memory, device)
     spec = MODELS.get(model)
-    if spec is not None and spec.repo_id == "toy":
-        from svdkit.toy import MODEL_PATH
-        source = str(MODEL_PATH)
-        if not (MODEL_PATH / "model_index.json").is_file():
-            raise FileNotFoundError(f"The bundled toy model is missing from {MODEL_PATH}; "
-                                    "rebuild it with `python -m svdkit.toy.train`.")
-    else:
-        source = spec.repo_id if spec is not None else str(model)
-    is_local = Path(source).is_dir()
-    if not is_local and Path(source).suffix and Path(source).exists():
-        raise ValueError(f"model must be a diffusers folder, a hub id or one of {list(MODELS)}; got file {source!r}")
 
-    # 2. Load from safetensors: the local cache first, then the hub if it answers quickly.
-    kwargs = dict(torch_dtype=torch_dtype, use_safetensors=True)
-    if not is_local and torch_dtype == torch.float16:
-        kwargs["variant"] = "fp16"
-    if is_local:
-        pipe = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+    # 2. Get the weights: safetensors from a folder, the cache or the hub; or random ones, built on the device.
+    if weights == "pretrained":
+        pipe = _from_pretrained(StableVideoDiffusionPipeline, model, _source(model, spec), torch_dtype)
     else:
-        try:
-            pipe = StableVideoDiffusionPipeline.from_pretrained(source, local_files_only=True, **kwargs)
-        except (OSError, ValueError, EnvironmentError):
-            if _offline():
-                raise _weights_missing(model, source, "HF_HUB_OFFLINE is set") from None
-            if not _hub_reachable():
-                raise _weights_missing(model, source, "the hub cannot be reached") from None
-            pipe = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+        if spec is None or spec.repo_id == "toy":
+            raise ValueError(f"weights={weights!r} builds an SVD architecture: model must be one of "
+                             f"{[k for k, v in MODELS.items() if v.repo_id != 'toy']}, got {model!r}")
+        from svdkit.speed import build_random_pipeline
+        tiny = weights == "random-tiny"
+        pipe = build_random_pipeline(spec.num_frames, size="tiny" if tiny else "real", device=device,
+                                     dtype=torch_dtype)
+        if tiny:
+            spec = dataclasses.replace(spec, height=64, width=128, note=spec.note + "; tiny random stand-in")
 
     # 3. Place it according to the memory preset.
     cfg = MEMORY_PRESETS[preset]
     if cfg["offload"] and device.startswith("cuda"):
         pipe.enable_model_cpu_offload(device=device)
+        torch.cuda.empty_cache()  # give back what the weights held before they moved to the CPU
     else:
         pipe.to(device)
     if cfg["forward_chunking"]:
         pipe.unet.enable_forward_chunking()
+    if compile:
+        from svdkit.speed import compile_pipeline
+        compile_pipeline(pipe)
     pipe.set_progress_bar_config(disable=True)
+    pipe.random_weights = weights != "pretrained"
     pipe.svdkit = LoadInfo(model=str(model), spec=spec, device=device, dtype=str(torch_dtype).replace("torch.", ""),
-                           memory=preset, decode_chunk_size=cfg["decode_chunk_size"])
+                           memory=preset, decode_chunk_size=cfg["decode_chunk_size"], weights=weights,
+                           compiled=bool(compile))
     return pipe
+
+
+def _source(model: str, spec: ModelSpec | None) -> str:
+    """Where the weights of `model` come from: the bundled toy folder, a hub id or a local folder."""
+    if spec is not None and spec.repo_id == "toy":
+        from svdkit.toy import MODEL_PATH
+        if not (MODEL_PATH / "model_index.json").is_file():
+            raise FileNotFoundError(f"The bundled toy model is missing from {MODEL_PATH}; "
+                                    "rebuild it with `python -m svdkit.toy.train`.")
+        return str(MODEL_PATH)
+    source = spec.repo_id if spec is not None else str(model)
+    if not Path(source).is_dir() and Path(source).suffix and Path(source).exists():
+        raise ValueError(f"model must be a diffusers folder, a hub id or one of {list(MODELS)}; got file {source!r}")
+    return source
+
+
+def _from_pretrained(cls, model: str, source: str, torch_dtype: torch.dtype):
+    """Load from safetensors: a local folder, else the local cache first, then the hub if it answers quickly."""
+    kwargs = dict(torch_dtype=torch_dtype, use_safetensors=True)
+    if Path(source).is_dir():
+        return cls.from_pretrained(source, **kwargs)
+    if torch_dtype == torch.float16:
+        kwargs["variant"] = "fp16"
+    try:
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError, EnvironmentError):
+        if _offline():
+            raise _weights_missing(model, source, "HF_HUB_OFFLINE is set") from None
+        if not _hub_reachable():
+            raise _weights_missing(model, source, "the hub cannot be reached") from None
+        return cls.from_pretrained(source, **kwargs)

@@ -278,13 +278,17 @@ def condition(image_embeddings, noisy_image, image_latents, *, fps, motion_bucke
 
 
 def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor, *, capture=False,
-            on_step: Callable | None = None, progress: bool = False):
+            on_step: Callable | None = None, progress: bool = False, skip_uncond: bool = False,
+            cache_interval: int = 1):
     """Stage 3, denoise the stack of frames together: one Euler step per noise level of `pipe.scheduler`.
 
     latents (B, F, 4, h, w) start as pure noise (already multiplied by init_noise_sigma); guidance (B, F) is each
     frame's classifier-free guidance scale. The scheduler's timesteps must already be set. Returns
     (latents, steps_run, record) where record holds per-step tensors when capturing, each (steps, B, F, 4, h, w).
+    `skip_uncond` and `cache_interval` are the approximate speed-ups of `generate()` (off by default).
     """
+    from svdkit.speed import StepCache
+
     scheduler = pipe.scheduler
     B, F = latents.shape[:2]
     do_cfg = bool(guidance.max() > 1)  # the unconditional pass is only needed when some frame is guided
@@ -296,6 +300,11 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
     else:
         embeddings_in, image_in, time_ids_in = cond.image_embeddings, image_latents, cond.added_time_ids
     scale = guidance.to(latents.device, latents.dtype).view(B, F, 1, 1, 1)
+    # Speed-ups, both approximate: the unconditional pass on the frames that use it only (scale != 1), and
+    # the UNet's deep features recomputed every `cache_interval` steps only.
+    needs_uncond = (guidance != 1).any(0).to(latents.device)  # (F,)
+    split = do_cfg and skip_uncond and not bool(needs_uncond.all())
+    unet = StepCache(pipe.unet, cache_interval)
     keep = torch.float16 if capture == "fp16" else torch.float32
     record = {k: [] for k in ("x_t", "x0", "cond", "uncond")}
     timesteps = scheduler.timesteps
@@ -305,16 +314,15 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
         timesteps = tqdm(timesteps, desc="denoising", unit="step")
     for i, t in enumerate(timesteps):
         x_t = latents  # (B, F, 4, h, w)
-        model_in = torch.cat([x_t] * 2) if do_cfg else x_t
-        model_in = scheduler.scale_model_input(model_in, t)  # x / sqrt(sigma^2 + 1)
-        model_in = torch.cat([model_in, image_in], dim=2)  # (2B, F, 8, h, w): 4 noisy + 4 image channels
-        out = pipe.unet(model_in, t, encoder_hidden_states=embeddings_in, added_time_ids=time_ids_in,
-                        return_dict=False)[0]  # (2B, F, 4, h, w): v-prediction
-        if do_cfg:
-            uncond, cond_out = out.chunk(2)
-            noise_pred = uncond + scale * (cond_out - uncond)
+        if split:
+            uncond, cond_out = _cfg_on_frames(unet, scheduler, x_t, t, i, cond, image_latents, needs_uncond)
         else:
-            uncond, cond_out, noise_pred = None, out, out
+            model_in = torch.cat([x_t] * 2) if do_cfg else x_t
+            model_in = scheduler.scale_model_input(model_in, t)  # x / sqrt(sigma^2 + 1)
+            model_in = torch.cat([model_in, image_in], dim=2)  # (2B, F, 8, h, w): 4 noisy + 4 image channels
+            out = unet(model_in, t, embeddings_in, time_ids_in, step=i)  # (2B, F, 4, h, w): v-prediction
+            uncond, cond_out = out.chunk(2) if do_cfg else (None, out)
+        noise_pred = uncond + scale * (cond_out - uncond) if do_cfg else cond_out
         step = scheduler.step(noise_pred, t, x_t)
         latents, x0 = step.prev_sample, step.pred_original_sample
         steps_run = i + 1
@@ -330,6 +338,24 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
             if result.get("stop"):
                 break
     return latents, steps_run, {k: torch.stack(v) for k, v in record.items() if v}
+
+
+def _cfg_on_frames(unet, scheduler, x_t, t, step, cond: Condition, image_latents, frames):
+    """`skip_uncond`: the conditional pass on every frame, the unconditional pass on `frames` (F,) only.
+
+    A frame with guidance scale 1 uses only the conditional prediction (uncond + 1 * (cond - uncond)), so its
+    unconditional prediction is set to the conditional one. This is NOT exact for the other frames: the UNet's
+    temporal layers mix frames, so their unconditional prediction changes when a frame leaves that video.
+    Returns (uncond, cond), each (B, F, 4, h, w).
+    """
+    cond_in = torch.cat([scheduler.scale_model_input(x_t, t), image_latents], dim=2)  # (B, F, 8, h, w)
+    cond_out = unet(cond_in, t, cond.image_embeddings, cond.added_time_ids, step=step, key="cond")
+    uncond_in = torch.cat([scheduler.scale_model_input(x_t[:, frames], t), torch.zeros_like(image_latents[:, frames])],
+                          dim=2)  # (B, F', 8, h, w): zero image latents, and a zero embedding below
+    uncond = cond_out.clone()
+    uncond[:, frames] = unet(uncond_in, t, torch.zeros_like(cond.image_embeddings), cond.added_time_ids,
+                             step=step, key="uncond")
+    return uncond, cond_out
 
 
 def set_schedule(pipe, num_inference_steps: int, sigmas=None):
@@ -350,7 +376,8 @@ def initial_noise(pipe, generator, num_frames: int, height: int, width: int, dty
 
 @torch.no_grad()
 def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | None = None, guidance=None,
-             sigmas=None, progress: bool = False, **params) -> Video:
+             sigmas=None, progress: bool = False, skip_uncond: bool = False, cache_interval: int = 1,
+             **params) -> Video:
     """Generate a clip from one image with svdkit's own SVD sampling loop.
 
     Args:
@@ -364,6 +391,12 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
       guidance: per-frame guidance: "linear" (default), "constant", "triangle" or num_frames numbers.
       sigmas: a custom noise schedule, strictly decreasing, ending with the final level (usually 0).
       progress: show a progress bar over the steps.
+      skip_uncond: run the unconditional (guidance) pass only on the frames whose guidance scale is not 1 —
+        with SVD's linear ramp, all but the first. Approximate: the UNet's temporal layers mix frames, so the
+        other frames change a little; it saves that fraction of the unconditional pass, but splits the one
+        batched UNet call in two. (When no frame is guided, the unconditional pass is skipped exactly, always.)
+      cache_interval: N > 1 runs the full UNet every N steps only, and in between reuses its deep features
+        (step caching in the spirit of DeepCache; see `svdkit.speed.StepCache`). Faster, approximate.
       **params: height, width, num_frames, num_inference_steps, min_guidance_scale, max_guidance_scale, fps,
         motion_bucket_id, noise_aug_strength, decode_chunk_size — as in the diffusers pipeline.
 
@@ -375,6 +408,9 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     image = load_image(image)
     if capture not in (False, True, "fp16"):
         raise ValueError(f"capture must be False, True or 'fp16', got {capture!r}")
+    if not isinstance(cache_interval, (int, np.integer)) or isinstance(cache_interval, bool) or cache_interval < 1:
+        raise ValueError(f"cache_interval must be an integer >= 1 (1: no caching), got {cache_interval!r}")
+    cache_interval = int(cache_interval)
     F, H, W = p["num_frames"], p["height"], p["width"]
     generator = torch.Generator().manual_seed(int(seed))  # on the CPU: the same noise on every device
     started = time.perf_counter()
@@ -391,13 +427,15 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     set_schedule(pipe, p["num_inference_steps"], sigmas)
     latents = initial_noise(pipe, generator, F, H, W, embeddings.dtype)  # (1, F, 4, h, w)
     latents, steps_run, rec = denoise(pipe, latents, cond, p["guidance"].unsqueeze(0), capture=capture,
-                                      on_step=on_step, progress=progress)
+                                      on_step=on_step, progress=progress, skip_uncond=skip_uncond,
+                                      cache_interval=cache_interval)
 
     # 4. Decode the latents to frames with the temporal VAE decoder.
     frames = decode_latents(pipe, latents, p["decode_chunk_size"] or F)
 
     record = _record(pipe, seed, p, guidance, sigmas)
     record["steps_run"] = steps_run
+    record["skip_uncond"], record["cache_interval"] = bool(skip_uncond), cache_interval
     record["seconds"] = round(time.perf_counter() - started, 4)
     trace = _trace(pipe, rec, cond, p["guidance"], latents, steps_run, capture) if capture else None
     return Video(frames=frames, fps=p["fps"], params=record, trace=trace)

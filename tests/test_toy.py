@@ -1,0 +1,107 @@
+"""The toy world's physics, the shipped toy model folder, and the training script's smoke run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svdkit.toy import MODEL_PATH, caption, describe_scene, detect_shapes, pixels_per_frame, render_clip, shape_positions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------ the world
+def test_render_is_deterministic_and_seeded():
+    a = render_clip(11, motion_bucket_id=200, fps=6)
+    assert a.shape == (14, 64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, render_clip(11, motion_bucket_id=200, fps=6))
+    assert not np.array_equal(a, render_clip(12, motion_bucket_id=200, fps=6))
+    # the scene comes from the seed alone: the first frame does not depend on the motion knobs
+    assert np.array_equal(a[0], render_clip(11, motion_bucket_id=3, fps=25)[0])
+
+
+def test_displacement_per_frame_is_speed_over_fps():
+    assert pixels_per_frame(255, fps=6) == pytest.approx(4.0)
+    assert pixels_per_frame(127.5, fps=6) == pytest.approx(2.0)
+    pos = shape_positions(21, motion_bucket_id=255, fps=6)  # (F, N, 2)
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=-1)  # (F-1, N)
+    # a frame that contains a bounce moves less; every other frame moves exactly speed / fps
+    assert np.all(steps <= 4.0 + 1e-9)
+    assert np.median(steps) == pytest.approx(4.0)
+
+
+def test_bucket_zero_is_still():
+    clip = render_clip(5, motion_bucket_id=0, fps=7)
+    assert (clip == clip[0]).all()
+
+
+def test_fps_6_moves_four_times_fps_24():
+    slow = shape_positions(8, motion_bucket_id=100, fps=24, num_frames=2)
+    fast = shape_positions(8, motion_bucket_id=100, fps=6, num_frames=2)
+    d_slow = np.linalg.norm(slow[1] - slow[0], axis=-1)
+    d_fast = np.linalg.norm(fast[1] - fast[0], axis=-1)
+    assert d_fast == pytest.approx(4 * d_slow)
+
+
+def test_subpixel_motion_is_visible():
+    clip = render_clip(9, motion_bucket_id=8, fps=30)  # about 0.025 px per frame
+    assert not np.array_equal(clip[0], clip[-1])
+
+
+def test_detector_finds_the_scene():
+    for seed in (1_000_000, 1_000_001, 1_000_002):
+        scene = describe_scene(seed)
+        pos = shape_positions(seed)[0]
+        dets = detect_shapes(render_clip(seed)[0])
+        assert len(dets) == len(scene.shapes)  # shapes start apart, so none is hidden in frame 0
+        for shape, (x, y) in zip(scene.shapes, pos):
+            (found,) = [d for d in dets if d.colour == shape.colour]
+            assert np.hypot(found.x - x, found.y - y) < 0.5, (seed, shape, found)
+
+
+def test_caption_names_every_shape():
+    text = caption(2)
+    for shape in describe_scene(2).shapes:
+        assert f"{shape.colour} {shape.kind}" in text
+    assert text.endswith("background")
+
+
+def test_example_images_are_first_frames():
+    from PIL import Image
+
+    readme = (ROOT / "data" / "README.md").read_text()
+    assert "render_clip" in readme
+    img = np.asarray(Image.open(ROOT / "data" / "example_0.png").convert("RGB"))
+    assert img.shape == (64, 64, 3)
+    assert np.array_equal(img, render_clip(1_000_000)[0])
+
+
+# ------------------------------------------------------------------------------ the model
+@pytest.mark.skipif(not (MODEL_PATH / "model_index.json").exists(), reason="toy model not trained yet")
+def test_shipped_model_runs_with_stock_diffusers():
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image
+
+    sizes = sum(f.stat().st_size for f in MODEL_PATH.rglob("*.safetensors"))
+    assert sizes < 25e6
+    assert not list(MODEL_PATH.rglob("*.bin")) and not list(MODEL_PATH.rglob("*.pt"))
+    pipe = StableVideoDiffusionPipeline.from_pretrained(MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(ROOT / "data" / "example_0.png")
+    frames = pipe(image, height=64, width=64, num_frames=14, num_inference_steps=4,
+                  generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
+    assert frames.shape == (14, 64, 64, 3)
+    assert np.isfinite(frames).all()
+
+
+def test_training_smoke_run(tmp_path):
+    out = tmp_path / "model"
+    done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", "--smoke", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "frames (14, 64, 64, 3)" in done.stdout
+    assert (out / "training_log.json").exists() and (out / "loss.png").exists()
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
