@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     n.add_argument("--only", nargs="*", help="run only notebooks whose file name contains one of these")
     n.set_defaults(func=_notebooks)
 
+    from svdkit.sweep import add_sweep_parser
+    add_sweep_parser(sub)
+
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -10,7 +10,7 @@ Every function takes uint8 frames laid out (F, H, W, 3), the layout of `Video.fr
 >>> metrics.clip_metrics(still, image=still[0])["ssim_first"]
 1.0
 >>> print(metrics.METRICS["motion"])  # one sentence per metric
-mean optical-flow speed, in pixels per frame, of the pixels that change between consecutive frames (Farneback flow); 0 for a still clip
+mean optical-flow speed (Farneback), in pixels per frame, of the pixels that change between frames
 
 Motion is measured where the picture changes: a shape sliding k pixels a frame over a still background reads
 about k, however small the shape. That makes it comparable with the toy world's ground truth,
@@ -29,8 +29,8 @@ PSNR_CAP = 100.0
 
 # One sentence per metric: what `clip_metrics` returns, under these names.
 METRICS: dict[str, str] = {
-    "motion": "mean optical-flow speed, in pixels per frame, of the pixels that change between consecutive "
-              "frames (Farneback flow); 0 for a still clip",
+    "motion": "mean optical-flow speed (Farneback), in pixels per frame, of the pixels that change between "
+              "frames",
     "frame_diff": "mean absolute difference between consecutive frames, in 0-255 intensity levels",
     "flicker": "mean absolute second temporal difference |f[t+1] - 2 f[t] + f[t-1]|, in 0-255 levels: "
                "energy that changes direction from frame to frame, as flicker does (steady motion adds a little)",
@@ -136,9 +136,11 @@ def ssim(a, b) -> float:
     """
     import cv2
 
+    def blur(x):  # local means under the Gaussian window
+        return cv2.GaussianBlur(x, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
     a, b = _pair(a, b)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)  # noqa: E731
     mu_a, mu_b = blur(a), blur(b)
     var_a = blur(a * a) - mu_a ** 2
     var_b = blur(b * b) - mu_b ** 2

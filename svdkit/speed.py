@@ -7,7 +7,7 @@ weights. Its frames are noise, and it says so: `pipe.random_weights` is True, an
 prints "RANDOM WEIGHTS".
 
 >>> from svdkit.speed import build_random_pipeline, count_flops
->>> pipe = build_random_pipeline(25, size="tiny")              # same block layout, a few channels: CPU-sized
+>>> pipe = build_random_pipeline(25, size="tiny")              # same block layout, 32 channels: CPU-sized
 >>> pipe.random_weights
 True
 >>> meta = build_random_pipeline(25, device="meta")            # the real size, no memory used
@@ -28,11 +28,13 @@ import contextlib
 
 import torch
 
-__all__ = ["build_random_pipeline", "count_flops", "compile_pipeline", "StepCache", "ARCHITECTURES"]
+__all__ = ["build_random_pipeline", "count_flops", "compile_pipeline", "to_channels_last", "StepCache",
+           "ARCHITECTURES"]
 
 # The architectures `build_random_pipeline` knows. "real" is SVD's own (the configs of the
 # stabilityai/stable-video-diffusion-img2vid(-xt) repos, which differ only in num_frames); "tiny" keeps the
-# UNet's block layout (3 cross-attention down blocks and a plain one, 2 layers each) with a few channels.
+# UNet's block layout (3 cross-attention down blocks and a plain one, mirrored going up) with one layer per
+# block and 32 channels (the fewest GroupNorm's 32 groups allow), so that it runs in seconds on a CPU.
 ARCHITECTURES: dict[str, dict] = {
     "real": dict(
         unet=dict(sample_size=96, in_channels=8, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
@@ -46,8 +48,8 @@ ARCHITECTURES: dict[str, dict] = {
                            layer_norm_eps=1e-5),
     ),
     "tiny": dict(
-        unet=dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 32, 64, 64),
-                  layers_per_block=2, cross_attention_dim=32, num_attention_heads=(2, 2, 4, 4),
+        unet=dict(sample_size=8, in_channels=8, out_channels=4, block_out_channels=(32, 32, 32, 32),
+                  layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 2, 2, 2),
                   addition_time_embed_dim=8, projection_class_embeddings_input_dim=24),
         vae=dict(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
                  layers_per_block=1, latent_channels=4, sample_size=64, scaling_factor=0.18215,
@@ -123,6 +125,19 @@ def compile_pipeline(pipe, **compile_kwargs):
     for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks):
         block.compile(**compile_kwargs)
     pipe.vae.decoder.compile(**compile_kwargs)
+    return pipe
+
+
+def to_channels_last(pipe):
+    """Store the UNet's and the VAE's 2-d convolution weights channels-last (NHWC), in place.
+
+    Convolutions then run in NHWC, which tensor cores prefer; whether that pays off against the layout changes
+    around the temporal layers is measured by benchmarks/gpu_presets.py ("fast+channels_last").
+    """
+    for model in (pipe.unet, pipe.vae):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
     return pipe
 
 
@@ -207,13 +222,14 @@ class StepCache:
 # FLOPs
 
 
-def count_flops(num_frames: int = 25, *, height: int = 576, width: int = 1024, size: str = "real") -> dict:
+def count_flops(num_frames: int = 25, *, height: int = 576, width: int = 1024, size: str = "real",
+                batch: int = 2) -> dict:
     """FLOPs (multiply-adds count 2) of each model call of one SVD clip, counted on the meta device.
 
-    Returns a dict: "unet" (one call with guidance: 2 x num_frames), "unet_shallow" (the same call on a cached
-    step of `StepCache`), "decode" (the VAE decoding num_frames frames), "encode" (the VAE encoding the
-    image), "clip" (the image encoder). Matmuls, convolutions and attention are counted (not norms or
-    activations), as `torch.utils.flop_counter.FlopCounterMode` does.
+    Returns a dict: "unet" (one UNet call on `batch` videos of num_frames; 2 = one clip with guidance),
+    "unet_shallow" (the same call on a cached step of `StepCache`), "decode" (the VAE decoding num_frames
+    frames), "encode" (the VAE encoding the image), "clip" (the image encoder). Matmuls, convolutions and
+    attention are counted (not norms or activations), as `torch.utils.flop_counter.FlopCounterMode` does.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -221,7 +237,8 @@ def count_flops(num_frames: int = 25, *, height: int = 576, width: int = 1024, s
     h, w, f = height // meta.vae_scale_factor, width // meta.vae_scale_factor, num_frames
     empty = lambda *shape: torch.empty(*shape, device="meta", dtype=torch.float16)  # noqa: E731
     cross = meta.unet.config.cross_attention_dim
-    unet_args = (empty(2, f, 8, h, w), torch.tensor(1.0, device="meta"), empty(2, 1, cross), empty(2, 3))
+    unet_args = (empty(batch, f, 8, h, w), torch.tensor(1.0, device="meta"), empty(batch, 1, cross),
+                 empty(batch, 3))
     counts = {}
 
     def count(name, fn):

@@ -55,13 +55,15 @@ The same command under ``accelerate launch`` splits the points across processes 
 i mod N); every process writes into the same out_dir, which the atomic writes make safe. For a large
 sweep on several GPUs of one machine:
 
-    accelerate launch --num_processes 4 -m svdkit sweep SWEEP.toml
+    accelerate launch --multi_gpu --num_processes 4 -m svdkit sweep SWEEP.toml
 
 Each process loads the model onto its own GPU (``cuda:0`` ... ``cuda:3``), runs its share in batches
 sized to that GPU's free memory, and at the end the first process writes ``OUT_DIR/sweep.csv`` with every
 row. Across machines, put out_dir on a shared filesystem and run ``accelerate launch`` with
 ``--num_machines``, ``--machine_rank`` and ``--main_process_ip`` as usual. If a run is cut short, start it
-again, with the same or another number of processes: finished points are kept.
+again, with the same or another number of processes: finished points are kept. Without GPUs, the same
+``--multi_gpu --num_processes N`` starts N CPU processes that talk over gloo (accelerate's ``--cpu`` flag
+alone starts only one).
 """
 
 from __future__ import annotations
@@ -70,7 +72,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 import sys
 import tempfile
@@ -85,11 +86,14 @@ from svdkit import sampling
 from svdkit.sampling import GENERATE_PARAMS
 from svdkit.video import write_video
 
-__all__ = ["sweep", "plan", "Point", "read_sweep", "load_frames", "computed_log", "linspace", "logspace", "ints",
-           "AXES", "image_hash", "model_fingerprint", "main_from_toml", "add_sweep_parser"]
+__all__ = ["sweep", "plan", "Point", "read_sweep", "load_frames", "trend", "computed_log",
+           "linspace", "logspace", "ints", "AXES", "image_hash", "model_fingerprint", "main_from_toml",
+           "add_sweep_parser"]
 
-# Names a grid may use: generate()'s parameters, the guidance schedule and the seed.
-AXES = GENERATE_PARAMS + ("guidance", "seed")
+# Names a grid may use: generate()'s parameters, the guidance schedule, the seed, and generate()'s
+# approximate speed-ups (see `svdkit.generate`).
+SPEED_OPTIONS = {"skip_uncond": False, "cache_interval": 1}
+AXES = GENERATE_PARAMS + ("guidance", "seed") + tuple(SPEED_OPTIONS)
 
 _FILES = ("clip", "frames")  # the files of a point, besides its JSON row
 _SUFFIX = {"clip": ".mp4", "frames": ".npz", "row": ".json"}
@@ -123,7 +127,7 @@ def logspace(start, stop, num: int) -> list:
     Rounding can merge the smallest values, so fewer than `num` may come back.
 
     >>> logspace(1, 255, 8)
-    [1, 2, 5, 11, 24, 53, 117, 255]
+    [1, 2, 5, 11, 24, 52, 116, 255]
     """
     if start <= 0 or stop <= 0:
         raise ValueError(f"logspace needs start and stop > 0, got {start} and {stop}")
@@ -154,7 +158,7 @@ class Point:
 
     `params` holds every parameter generate() would use (defaults filled in), `guidance` the schedule as
     given ("linear", "constant", "triangle" or a tuple of numbers), `scales` the per-frame guidance it
-    makes, and `id` the hash that names its files.
+    makes, `speed` generate()'s speed-up options, and `id` the hash that names its files.
     """
 
     index: int  # position in the sweep's point list
@@ -163,6 +167,7 @@ class Point:
     params: dict
     guidance: object
     scales: tuple
+    speed: dict
     id: str
 
     @property
@@ -171,9 +176,12 @@ class Point:
         return max(self.scales) > 1
 
     def group(self) -> tuple:
-        """Points with the same group can share a UNet batch."""
+        """Points with the same group can share a UNet batch (and come out as generate() makes them)."""
         p = self.params
-        return (p["num_frames"], p["height"], p["width"], p["num_inference_steps"], self.do_cfg)
+        # skip_uncond picks the frames of the unguided pass over the whole batch: same frames, same batch
+        unguided = tuple(g != 1 for g in self.scales) if self.speed["skip_uncond"] else None
+        return (p["num_frames"], p["height"], p["width"], p["num_inference_steps"], p["decode_chunk_size"],
+                self.do_cfg, self.speed["cache_interval"], unguided)
 
 
 def _canonical(value):
@@ -207,9 +215,6 @@ def model_fingerprint(pipe) -> dict:
     Every weight tensor of the UNet, VAE and image encoder contributes its name, shape and first and last
     16 values, so retrained or fine-tuned weights give new point ids while hashing stays quick for SVD.
     """
-    cached = getattr(pipe, "_svdkit_fingerprint", None)
-    if cached is not None:
-        return cached
     info = getattr(pipe, "svdkit", None)
     h = hashlib.sha256()
     for part in ("unet", "vae", "image_encoder"):
@@ -221,13 +226,10 @@ def model_fingerprint(pipe) -> dict:
             sample = torch.cat([flat[:16], flat[-16:]]).to("cpu").contiguous()
             h.update(f"{part}.{name}{tuple(t.shape)}{t.dtype}".encode())
             h.update(sample.view(torch.uint8).numpy().tobytes())
-    fingerprint = {"model": info.model if info is not None else str(pipe.name_or_path or "unknown"),
-                   "dtype": str(pipe.unet.dtype).replace("torch.", ""), "weights": h.hexdigest()[:32]}
-    try:
-        pipe._svdkit_fingerprint = fingerprint
-    except AttributeError:  # pragma: no cover - a pipeline class that refuses new attributes
-        pass
-    return fingerprint
+    name = info.model if info is not None else str(pipe.name_or_path or "unknown")
+    if Path(name).is_dir():  # a local folder is named by its folder name, so moving it keeps the ids
+        name = Path(name).resolve().name
+    return {"model": name, "dtype": str(pipe.unet.dtype).replace("torch.", ""), "weights": h.hexdigest()[:32]}
 
 
 def _images(image) -> list:
@@ -298,14 +300,24 @@ def plan(pipe, image, grid: dict | None = None, *, seeds=(0,)) -> list[Point]:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
                 raise ValueError(f"seeds must be integers, got {seed!r}")
             guidance = values.pop("guidance", None)
+            speed = {k: values.pop(k, default) for k, default in SPEED_OPTIONS.items()}
+            if not isinstance(speed["skip_uncond"], bool):
+                raise ValueError(f"skip_uncond must be True or False, got {speed['skip_uncond']!r}")
+            if isinstance(speed["cache_interval"], bool) or not isinstance(speed["cache_interval"], (int, np.integer)) \
+                    or speed["cache_interval"] < 1:
+                raise ValueError(f"cache_interval must be an integer >= 1, got {speed['cache_interval']!r}")
             guidance = tuple(guidance) if isinstance(guidance, (list, tuple, np.ndarray)) else guidance
             p = sampling.check_params(pipe, values, guidance)
-            scales = tuple(round(float(g), 6) for g in p.pop("guidance"))
-            identity = {"image": hashes[image_index], "seed": int(seed), "params": p, "scales": scales,
+            scales = tuple(float(g) for g in p.pop("guidance"))  # float32 values, exactly
+            identity = {"image": hashes[image_index], "seed": int(seed), "params": p,
+                        "scales": [round(g, 6) for g in scales],
                         "model": model, "svdkit": svdkit.__version__}
+            # speed-ups change the clip, so they name it; at their defaults they are left out, so that the
+            # ids of plain points stay what they were before the options existed
+            identity.update({k: v for k, v in speed.items() if v != SPEED_OPTIONS[k]})
             points.append(Point(index=len(points), image_index=image_index, seed=int(seed), params=p,
                                 guidance=guidance if guidance is not None else "linear", scales=scales,
-                                id=_digest(_canonical(identity))))
+                                speed=speed, id=_digest(_canonical(identity))))
     return points
 
 
@@ -373,10 +385,12 @@ def load_frames(row) -> np.ndarray:
         return data["frames"]
 
 
-def _remove_leftovers(out_dir: Path, point_id: str) -> None:
-    """Delete temporary files a killed run left for this point (its own files are replaced, not removed)."""
-    for leftover in (out_dir / "points").glob(f".{_stem(point_id)}.*"):
-        leftover.unlink(missing_ok=True)
+def _remove_leftovers(out_dir: Path, points: list[Point]) -> None:
+    """Delete the temporary files a killed run left behind for these points (one listing of the folder)."""
+    stems = {_stem(pt.id) for pt in points}
+    for entry in os.scandir(out_dir / "points"):
+        if entry.name.startswith(".") and entry.name[1:].split(".")[0] in stems:
+            Path(entry.path).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -429,7 +443,7 @@ class _Stage1Cache:
         return generator, self.latents[key]
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as no_grad, with less bookkeeping per operation; the numbers are the same
 def _run_batch(pipe, batch: list[Point], cache: _Stage1Cache) -> list[np.ndarray]:
     """Stages 1-4 for points that share a group: one UNet batch, each row with its own conditioning."""
     p = batch[0].params
@@ -448,10 +462,33 @@ def _run_batch(pipe, batch: list[Point], cache: _Stage1Cache) -> list[np.ndarray
         guidance.append(torch.tensor(point.scales, dtype=torch.float32))
     # 3. Denoise all of them together: latents (B, F, 4, h, w), guidance (B, F).
     out, _, _ = sampling.denoise(pipe, torch.cat(latents), sampling.Condition.cat(conditions),
-                                 torch.stack(guidance))
-    # 4. Decode each video.
-    return [sampling.decode_latents(pipe, out[i: i + 1], point.params["decode_chunk_size"] or F)
-            for i, point in enumerate(batch)]
+                                 torch.stack(guidance), **batch[0].speed)
+    # 4. Decode every video.
+    return _decode(pipe, out, p["decode_chunk_size"])
+
+
+def _decode(pipe, latents: torch.Tensor, decode_chunk_size: int | None) -> list[np.ndarray]:
+    """Decode B videos' latents (B, F, 4, h, w) to uint8 frames, as `sampling.decode_latents` does one video.
+
+    When a chunk holds whole videos (decode_chunk_size unset or >= F), several videos go through the VAE
+    together, each with num_frames=F so that its temporal layers see only its own frames. Like the UNet, the
+    decoder rounds a little differently in a bigger batch (a value may move by 1 of 255); a batch of one is
+    decoded exactly as `decode_latents` does. Smaller chunks: one video at a time.
+    """
+    B, F = latents.shape[:2]
+    if decode_chunk_size is not None and decode_chunk_size < F:
+        return [sampling.decode_latents(pipe, latents[i: i + 1], decode_chunk_size) for i in range(B)]
+    vae = pipe.vae
+    per_call = B if decode_chunk_size is None else max(1, decode_chunk_size // F)  # videos per VAE call
+    videos = []
+    for i in range(0, B, per_call):
+        part = latents[i: i + per_call].to(pipe._execution_device)
+        flat = (1 / vae.config.scaling_factor) * part.flatten(0, 1)  # (b*F, 4, h, w), as decode_latents
+        decoded = vae.decode(flat.to(vae.dtype), num_frames=F).sample  # (b*F, 3, H, W) in [-1, 1]
+        video = decoded.reshape(-1, F, *decoded.shape[1:]).permute(0, 2, 1, 3, 4).float()  # (b, 3, F, H, W)
+        arr = pipe.video_processor.postprocess_video(video=video, output_type="np")  # (b, F, H, W, 3) in [0, 1]
+        videos += [(a * 255).round().astype(np.uint8) for a in arr]
+    return videos
 
 
 def _metric_functions(metrics) -> dict:
@@ -501,7 +538,8 @@ def _row(point: Point, labels, hashes, frames, measured, out_dir, paths, shard, 
         "image": labels[point.image_index], "image_index": point.image_index, "image_hash": hashes[point.image_index],
         "seed": point.seed, **point.params,
         "guidance": point.guidance if isinstance(point.guidance, str) else "custom",
-        "guidance_scales": list(point.scales),
+        "guidance_scales": [round(g, 6) for g in point.scales],
+        **point.speed,
         "metrics": measured,
         "clip": paths["clip"].relative_to(out_dir).as_posix(),
         "frames": paths["frames"].relative_to(out_dir).as_posix(),
@@ -624,40 +662,54 @@ def sweep(pipe, image, grid: dict | None = None, *, seeds=(0,), out_dir, batch_s
     cache = _Stage1Cache(pipe, loaded)
     bar = tqdm(total=len(points), initial=len(points) - len(todo), unit="point", desc="sweep",
                disable=not progress, smoothing=0.1)
-    try:
-        for group in groups.values():
-            size = _auto_batch_size(pipe, group[0]) if batch_size == "auto" else int(batch_size)
-            queue = list(group)
-            while queue:
-                batch, queue = queue[:size], queue[size:]
-                started = time.perf_counter()
-                try:
-                    frames_list = _run_batch(pipe, batch, cache)
-                except torch.cuda.OutOfMemoryError:
-                    if size == 1:
-                        raise
-                    torch.cuda.empty_cache()
-                    size = max(1, size // 2)  # too big for this GPU: halve and retry
-                    queue = batch + queue
-                    continue
-                seconds = (time.perf_counter() - started) / len(batch)
-                # 3. Write each point: clip, frames, then its row (last, with the checksums of the others).
-                for point, frames in zip(batch, frames_list):
-                    paths = _paths(out_dir, point.id)
-                    _remove_leftovers(out_dir, point.id)
-                    write_video(paths["clip"], frames, point.params["fps"])
-                    _write_frames(paths["frames"], frames)
-                    measured = _measure(functions, frames, loaded[point.image_index])
-                    row = _row(point, labels, hashes, frames, measured, out_dir, paths, shard, len(batch),
-                               seconds, model)
-                    _write_json(paths["row"], row)
-                    _log(out_dir, shard, [point.id], seconds)
-                    row["reused"] = False
-                    rows[point.id] = row
-                bar.update(len(batch))
-                bar.set_postfix_str(f"batch {len(batch)}, {seconds:.2f} s/point")
-    finally:
-        bar.close()
+
+    def save(point: Point, frames: np.ndarray, batch: int, seconds: float) -> dict:
+        """Write one point: clip, frames, then its row (last, with the checksums of the other two)."""
+        paths = _paths(out_dir, point.id)
+        write_video(paths["clip"], frames, point.params["fps"])
+        _write_frames(paths["frames"], frames)
+        measured = _measure(functions, frames, loaded[point.image_index])
+        row = _row(point, labels, hashes, frames, measured, out_dir, paths, shard, batch, seconds, model)
+        _write_json(paths["row"], row)
+        _log(out_dir, shard, [point.id], seconds)
+        return {**row, "reused": False}
+
+    def finish(pending):
+        for point, future in pending:
+            rows[point.id] = future.result()
+        if pending:
+            bar.update(len(pending))
+
+    # 3. Run the batches; a writer thread saves and measures one batch while the next one computes.
+    _remove_leftovers(out_dir, todo)
+    from concurrent.futures import ThreadPoolExecutor
+    pending: list = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdkit-sweep-writer") as writer:
+        try:
+            for group in groups.values():
+                size = _auto_batch_size(pipe, group[0]) if batch_size == "auto" else int(batch_size)
+                queue = list(group)
+                while queue:
+                    batch, queue = queue[:size], queue[size:]
+                    started = time.perf_counter()
+                    try:
+                        frames_list = _run_batch(pipe, batch, cache)
+                    except torch.cuda.OutOfMemoryError:
+                        if size == 1:
+                            raise
+                        torch.cuda.empty_cache()
+                        size = max(1, size // 2)  # too big for this GPU: halve and retry
+                        queue = batch + queue
+                        continue
+                    seconds = (time.perf_counter() - started) / len(batch)
+                    finish(pending)  # at most one batch waits to be written
+                    pending = [(pt, writer.submit(save, pt, frames, len(batch), seconds))
+                               for pt, frames in zip(batch, frames_list)]
+                    bar.set_postfix_str(f"batch {len(batch)}, {seconds:.2f} s/point")
+            finish(pending)
+        finally:
+            bar.close()
+    _remove_leftovers(out_dir, points)  # also what a killed run's orphaned ffmpeg finished after that run
     return _frame([rows[pt.id] for pt in points], out_dir, list(axes))
 
 
@@ -666,6 +718,8 @@ def read_sweep(out_dir):
     out_dir = Path(out_dir)
     rows = []
     for path in sorted((out_dir / "points").glob("*.json")):
+        if path.name.startswith("."):  # a temporary file
+            continue
         try:
             row = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -674,6 +728,66 @@ def read_sweep(out_dir):
             rows.append(row)
     rows.sort(key=lambda r: (r.get("index", 0), r["id"]))
     return _frame(rows, out_dir, [])
+
+
+def _rank_correlation(x, y) -> float:
+    """Spearman's rank correlation (Pearson's on the ranks, ties averaged); nan when either side is constant."""
+    import pandas as pd
+    rx, ry = pd.Series(list(x), dtype=float).rank(), pd.Series(list(y), dtype=float).rank()
+    if rx.nunique() < 2 or ry.nunique() < 2:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
+    """R^2 of the least-squares line y = a + b x."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        return float("nan")
+    fit = np.polyval(np.polyfit(x, y, 1), x)
+    total = float(((y - y.mean()) ** 2).sum())
+    return float(1 - ((y - fit) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def trend(table, x: str, y: str = "motion") -> dict:
+    """How a metric `y` follows a parameter `x` across a sweep, in numbers (what a notebook's answer is made of).
+
+    Returns a dict of plain numbers (nan where undefined):
+      values, mean, std, min, max: per value of x (sorted), over the other axes (seeds, images);
+      spearman: rank correlation of x with y over every point (+1: y always rises with x);
+      ratio: mean y at the largest x over mean y at the smallest (nan when the latter is 0);
+      r2_linear, r2_log: how well a straight line fits the means against x, and against log(1 + x);
+      loglog_slope: the slope of log(mean y) against log(x) (x, y > 0): -1 means y is proportional to 1 / x;
+      noise: the mean spread (std) between points with the same x;
+      distinct_steps: how many neighbouring values of x differ in mean y by more than 2 x noise, out of
+      len(values) - 1.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(_rows_of(table))
+    stats = df.groupby(x)[y].agg(["mean", "std", "min", "max"]).sort_index()
+    xs = stats.index.to_numpy(dtype=float)
+    means = stats["mean"].to_numpy(dtype=float)
+    noise = float(np.nan_to_num(stats["std"].to_numpy(dtype=float)).mean())
+    positive = (xs > 0) & (means > 0)
+    slope = float(np.polyfit(np.log(xs[positive]), np.log(means[positive]), 1)[0]) if positive.sum() >= 2 \
+        else float("nan")
+    steps = np.abs(np.diff(means))
+    return {
+        "x": x, "y": y, "values": xs.tolist(), "mean": means.tolist(),
+        "std": np.nan_to_num(stats["std"].to_numpy(dtype=float)).tolist(),
+        "min": stats["min"].tolist(), "max": stats["max"].tolist(),
+        "spearman": _rank_correlation(df[x], df[y]),
+        "ratio": float(means[-1] / means[0]) if len(means) and means[0] > 0 else float("nan"),
+        "r2_linear": _r2(xs, means), "r2_log": _r2(np.log1p(np.clip(xs, 0, None)), means),
+        "loglog_slope": slope, "noise": noise,
+        "distinct_steps": int((steps > 2 * noise).sum()) if noise > 0 else int((steps > 0).sum()),
+    }
+
+
+def _rows_of(table) -> list[dict]:
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):
+        return table.to_dict("records")
+    return list(table)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -701,6 +815,10 @@ def _config(path) -> dict:
     here = path.resolve().parent
     cfg["images"] = [str(here / p) for p in images]
     cfg["out_dir"] = str(here / cfg["out_dir"])
+    model = cfg.setdefault("model", "toy")
+    from svdkit.models import MODELS
+    if model not in MODELS and (here / model).is_dir():  # a local diffusers folder next to the file
+        cfg["model"] = str(here / model)
     cfg.setdefault("grid", {})
     cfg.setdefault("seeds", [0])
     return cfg
@@ -716,10 +834,14 @@ def main_from_toml(path, *, progress: bool = True):
     import svdkit
 
     cfg = _config(path)
-    state = PartialState()
+    # Without CUDA (or under `accelerate launch --cpu`), processes started together talk over gloo on the CPU.
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     n, i = state.num_processes, state.process_index
-    device = str(state.device) if n > 1 else cfg.get("device", "auto")
-    pipe = svdkit.load_pipeline(cfg.get("model", "toy"), device=device, dtype=cfg.get("dtype", "auto"),
+    device = cfg.get("device", "auto")
+    if n > 1:  # each process on its own accelerator; plain "cpu" on the CPU ("cpu:0" rounds differently)
+        device = "cpu" if state.device.type == "cpu" else str(state.device)
+    pipe = svdkit.load_pipeline(cfg["model"], device=device, dtype=cfg.get("dtype", "auto"),
                                 memory=cfg.get("memory", "auto"))
     kwargs = dict(seeds=cfg["seeds"], out_dir=cfg["out_dir"], batch_size=cfg.get("batch_size", "auto"),
                   metrics=cfg.get("metrics", "all"))
@@ -729,7 +851,8 @@ def main_from_toml(path, *, progress: bool = True):
         return None
     # Every point is done now; this pass only reads and checks them (and redoes any a process lost).
     table = sweep(pipe, cfg["images"], cfg["grid"], progress=False, **kwargs)
-    _write_atomic(Path(cfg["out_dir"]) / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
+    csv = table.drop(columns=["reused"])
+    _write_atomic(Path(cfg["out_dir"]) / "sweep.csv", lambda tmp: csv.to_csv(tmp, index=False))
     return table
 
 

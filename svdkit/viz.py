@@ -42,12 +42,13 @@ __all__ = [
     "SD_LATENT_RGB", "LATENT_RGB_PATH", "fit_latent_rgb", "latent_rgb_factors", "store_latent_rgb", "preview",
     "preview_error", "compare_preview",
     # frames as arrays
-    "filmstrip", "frame_grid", "frame_differences",
+    "filmstrip", "frame_grid", "frame_differences", "frame_rmse",
     # a captured trace
     "QUANTITIES", "trace_quantity", "trace_previews", "x0_distances", "denoising_video",
     # figures
     "plot_images", "plot_latent_grid", "plot_filmstrips", "plot_step_frame_grid", "plot_frame_differences",
-    "plot_latent_histograms", "plot_sigmas", "plot_x0_distances", "plot_guidance", "plot_added_time_ids",
+    "plot_latent_histograms", "plot_sigmas", "plot_x0_distances", "plot_per_frame", "plot_guidance",
+    "plot_added_time_ids",
     "plot_noise_augmentation",
     # temporal attention
     "temporal_attention_modules", "TemporalAttentionRecorder", "capture_temporal_attention", "attention_summary",
@@ -284,8 +285,8 @@ def _model_name(model) -> str:
     return info.model if info is not None else str(getattr(model, "name_or_path", "") or "")
 
 
-def _table(path=LATENT_RGB_PATH) -> dict:
-    path = Path(path)
+def _table(path=None) -> dict:
+    path = Path(LATENT_RGB_PATH if path is None else path)
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -325,8 +326,10 @@ def latent_rgb_factors(model="toy") -> tuple[np.ndarray, np.ndarray]:
     return W.copy(), b.copy()
 
 
-def store_latent_rgb(pipe, name: str = "toy", path=LATENT_RGB_PATH) -> dict:
-    """Fit the colour map to `pipe`'s VAE on toy-world images and store it under `name` in `path` (JSON)."""
+def store_latent_rgb(pipe, name: str = "toy", path=None) -> dict:
+    """Fit the colour map to `pipe`'s VAE on toy-world images and store it under `name` in `path` (JSON, default
+    `LATENT_RGB_PATH`), with the VAE's fingerprint; returns the stored entry."""
+    path = LATENT_RGB_PATH if path is None else path
     images = _fit_images()
     W, b = fit_latent_rgb(pipe.vae, images)
     entry = {"vae": _vae_fingerprint(pipe.vae), "W": np.round(W, 6).tolist(), "b": np.round(b, 6).tolist(),
@@ -429,6 +432,12 @@ def frame_grid(images, gap: int = 2, fill=255) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+def frame_rmse(a, b) -> np.ndarray:
+    """RMS difference (0-255) of two clips (F, H, W, 3), frame by frame: (F,)."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return np.sqrt((diff**2).reshape(len(diff), -1).mean(axis=1))
+
+
 def frame_differences(frames) -> np.ndarray:
     """How much each pixel changes from one frame to the next: (F - 1, H, W), mean |difference| over RGB, 0-255."""
     f = np.asarray(frames, np.float32)
@@ -520,10 +529,12 @@ def plot_latent_grid(latents, *, frames=None, channels=None, title: str | None =
     frames / channels: which to show (default: all channels; all frames up to 16, else 8 spread evenly).
     """
     z = _np(latents)
-    if z.ndim == 3:
+    single = z.ndim == 3
+    if single:
         z = z[None]
-    frames = _pick(z.shape[0], 8) if frames is None and z.shape[0] > 16 else (
-        list(range(z.shape[0])) if frames is None else list(frames))
+    if frames is None:
+        frames = _pick(z.shape[0], 8) if z.shape[0] > 16 else range(z.shape[0])
+    frames = list(frames)
     channels = list(range(z.shape[1])) if channels is None else list(channels)
     shown = z[np.ix_(frames, channels)]
     vmax = float(np.abs(shown).max()) if vmax is None else float(vmax)
@@ -536,7 +547,7 @@ def plot_latent_grid(latents, *, frames=None, channels=None, title: str | None =
             _off(axes[i, j])
             if i == 0:
                 axes[i, j].set_title(f"ch {c}", fontsize=8)
-        axes[i, 0].set_ylabel(f"frame {f}" if len(frames) > 1 or z.shape[0] > 1 else "", fontsize=8)
+        axes[i, 0].set_ylabel("" if single else f"frame {f}", fontsize=8)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -651,19 +662,26 @@ def plot_x0_distances(trace, *, title: str | None = None):
     return fig
 
 
-def plot_guidance(schedules, *, title: str | None = None):
-    """Per-frame guidance scales: one (F,) schedule, or {label: schedule} to compare."""
-    schedules = schedules if isinstance(schedules, dict) else {"guidance": schedules}
+def plot_per_frame(curves, *, ylabel: str = "", title: str | None = None):
+    """One value per frame: an (F,) curve, or {label: curve} to compare, against the frame index."""
+    curves = curves if isinstance(curves, dict) else {"": curves}
     fig = _figure(4.6, 2.8)
     ax = fig.subplots()
-    for label, g in schedules.items():
-        g = _np(g).ravel()
-        ax.plot(np.arange(len(g)), g, "o-", ms=3, label=label)
+    for label, values in curves.items():
+        values = _np(values).ravel()
+        ax.plot(np.arange(len(values)), values, "o-", ms=3, label=label or None)
     ax.set_xlabel("frame", fontsize=8)
-    ax.set_ylabel("guidance scale", fontsize=8)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "classifier-free guidance per frame", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if any(curves):
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig
+
+
+def plot_guidance(schedules, *, title: str | None = None):
+    """Per-frame guidance scales: one (F,) schedule, or {label: schedule} to compare."""
+    return plot_per_frame(schedules, ylabel="guidance scale", title=title or "classifier-free guidance per frame")
 
 
 def plot_added_time_ids(added_time_ids, *, title: str | None = None):
@@ -839,16 +857,22 @@ def capture_temporal_attention(pipe, image, *, modules=None, steps=None, seed: i
     return video, {key: w[-1] for key, w in recorder.weights.items()}
 
 
-def attention_summary(maps: dict) -> dict:
+def attention_summary(maps: dict, steps=None) -> dict:
     """Two numbers per map, keyed 'module@step': `self`, the mean weight a frame gives itself, and `reach`, the mean
-    distance in frames between a frame and what it attends to (uniform attention over 14 frames gives about 4.6)."""
+    distance in frames between a frame and what it attends to (uniform attention over 14 frames gives about 4.6).
+
+    steps: only the maps of these steps (default: all).
+    """
     out = {}
     for key, w in maps.items():
+        if steps is not None and isinstance(key, tuple) and key[1] not in steps:
+            continue
         w = torch.as_tensor(w).float()
         F = w.shape[-1]
         distance = (torch.arange(F)[:, None] - torch.arange(F)[None, :]).abs().float()
         label = f"{_short(key[0])}@{key[1]}" if isinstance(key, tuple) else str(key)
-        out[label] = {"self": round(float(w.diagonal().mean()), 4), "reach": round(float((w * distance).sum(1).mean()), 4)}
+        out[label] = {"self": round(float(w.diagonal().mean()), 4),
+                      "reach": round(float((w * distance).sum(1).mean()), 4)}
     return out
 
 

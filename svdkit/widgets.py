@@ -2,8 +2,8 @@
 
 Each widget is built by one function that returns its box; what it shows comes from a pure render function
 (arguments in, `Figure` out) that works without widgets, so tests and scripts can call it directly. Widgets use
-`interactive_output` with their own layout and fixed output heights, patterns that work on ipywidgets 7 (Colab)
-and 8 (JupyterLab 4); sliders that make the model work update on release (`continuous_update=False`).
+`interactive_output` with their own layout and a picture of fixed height, patterns that work on ipywidgets 7
+(Colab) and 8 (JupyterLab 4); sliders that make the model work update on release (`continuous_update=False`).
 
 >>> import svdkit
 >>> from svdkit import viz, widgets
@@ -26,21 +26,33 @@ from svdkit import viz
 __all__ = ["render_trace_view", "trace_scrubber", "render_noise_augmentation", "noise_augmentation_slider"]
 
 
+def _png(fig, dpi: int = 100) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def _show(box, render, **kwargs):
-    """The callback every widget here uses: render a figure, keep it on the box as `box.figure`, display it."""
-    from IPython.display import display
+    """The callback every widget here uses: render a figure, keep it as `box.figure`, show it as `box.image`'s PNG."""
     box.figure = render(**kwargs)
-    display(box.figure)
+    box.image.value = _png(box.figure)
 
 
-def _build(controls: dict, render, height: str, rows: list):
-    """Lay out `rows` of controls above an output area of fixed height that shows `render(**control values)`."""
+def _build(controls: dict, render, height: str, rows: list, css_class: str):
+    """Lay out `rows` of controls above an image of fixed height that shows `render(**control values)`.
+
+    The picture goes to an Image widget rather than into the Output widget of `interactive_output` (which stays
+    below it, empty unless a callback fails): headless runners such as papermill can stall on Output widgets that
+    receive displays, and an image's state is kept when the notebook is saved with its widgets.
+    """
     import ipywidgets as w
     box = w.VBox(rows)
+    box.add_class(css_class)  # a handle for styling and for browser tests
     box.controls = controls
+    box.image = w.Image(format="png", layout=w.Layout(height=height, max_width="100%", object_fit="contain"))
     out = w.interactive_output(functools.partial(_show, box, render), controls)
-    out.layout = w.Layout(height=height, overflow="auto")
-    box.children = tuple(rows) + (out,)
+    box.children = tuple(rows) + (box.image, out)
     return box
 
 
@@ -76,7 +88,8 @@ def trace_scrubber(trace, model="toy", *, height: str = "280px"):
     """Scrub a captured trace: step and frame sliders, and a toggle between x_t, x0, the UNet outputs with and
     without the image, and the guidance delta. Shows `render_trace_view`; never runs the model.
 
-    Returns the widget box; `box.controls` holds the controls by name, `box.figure` the figure shown last.
+    Returns the widget box; `box.controls` holds the controls by name, `box.figure` the figure shown last and
+    `box.image` the Image widget showing it.
     """
     import ipywidgets as w
     steps, frames = trace.x0.shape[:2]
@@ -87,7 +100,8 @@ def trace_scrubber(trace, model="toy", *, height: str = "280px"):
         "quantity": w.ToggleButtons(options=options, value="x0", description="show"),
     }
     render = functools.partial(render_trace_view, trace, model=model)
-    return _build(controls, render, height, [w.HBox([controls["step"], controls["frame"]]), controls["quantity"]])
+    return _build(controls, render, height, [w.HBox([controls["step"], controls["frame"]]), controls["quantity"]],
+                  "svdkit-scrubber")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -124,10 +138,10 @@ def noise_augmentation_slider(pipe, image, seed: int = 0, *, value: float = 0.02
                               height: str = "280px"):
     """A noise_aug_strength slider showing `render_noise_augmentation`: the augmented image and its latents.
 
-    The VAE encodes on each release of the slider. Returns the box (`box.controls`, `box.figure`).
+    The VAE encodes on each release of the slider. Returns the box (`box.controls`, `box.figure`, `box.image`).
     """
     import ipywidgets as w
     controls = {"strength": w.FloatSlider(value=value, min=0.0, max=max_strength, step=0.01, readout_format=".2f",
                                           description="noise_aug", continuous_update=False)}
     render = functools.partial(render_noise_augmentation, pipe, image, seed=seed)
-    return _build(controls, render, height, [controls["strength"]])
+    return _build(controls, render, height, [controls["strength"]], "svdkit-noise-augmentation")

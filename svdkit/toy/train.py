@@ -53,20 +53,26 @@ NUM_FRAMES = 14
 SIZE = 64  # pixels; latents are SIZE / 8
 THREADS = 2
 
-VAE_STEPS = 1400
-VAE_BATCH = 8  # chunks per step
+VAE_STEPS = 2400
+VAE_BATCH = 2  # chunks per step
 VAE_CHUNK = 4  # consecutive frames per chunk (the temporal decoder sees its neighbours)
-VAE_LR = 1e-3
+VAE_LR = 2e-3
 VAE_KL = 1e-4
+VAE_SHAPE_WEIGHT = 4.0
 
-POOL_CLIPS = 1200
-POOL_FRAMES = 28
+POOL_SCENES = 300
+POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
+POOL_FRAMES = 24
+POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPEED / 3 = 8
 
-UNET_STEPS = 1300
-UNET_BATCH = 16
-UNET_LR = 1e-3
+UNET_STEPS = 1200
+UNET_BATCH = 8
+UNET_LR = 3e-3
 UNET_EMA = 0.995
-P_MEAN, P_STD = 0.3, 1.4  # log-normal sigma
+P_MEAN, P_STD = 0.3, 1.4  # log-normal sigma ...
+P_UNIFORM = 0.2  # ... but this share log-uniform over the sampler's whole range, 0.002 .. 700
+TEMPORAL_WEIGHT = 4.0
+COND_LR_MULT = 1.0  # learning-rate multiplier for the added-time-id MLP
 COND_DROPOUT = 0.15
 NOISE_AUG_MAX = 0.2
 FPS_RANGE = (3.0, 30.0)
@@ -82,7 +88,7 @@ UNET_CONFIG = dict(
     down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
     up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
     block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32,
-    addition_time_embed_dim=32, projection_class_embeddings_input_dim=3 * 32,
+    addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,  # see _EMBED_NOTE
 )
 CLIP_CONFIG = dict(
     image_size=224, patch_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -133,29 +139,38 @@ def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def train_vae(vae, steps: int, *, device: str, seed: int = SEED, log: list | None = None) -> list:
+def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VAE_BATCH) -> list:
     """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...]."""
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
     vae.train().to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
+    with torch.no_grad():  # start nearly deterministic: posterior std e^-3 instead of 1
+        vae.quant_conv.bias[vae.config.latent_channels:] = -6.0
+    opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
     sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1))
-    log = [] if log is None else log
+    log = []
     t0 = time.time()
     for step in range(steps):
-        # (B*K, 3, H, W): B chunks of K consecutive frames, each from a fresh training scene
-        chunks = [render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
-                  for _ in range(VAE_BATCH)]
-        x = _to_model(np.concatenate(chunks)).to(device)
+        # (B*K, H, W, 3): B chunks of K consecutive frames, each from a fresh training scene
+        frames = np.concatenate([
+            render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
+            for _ in range(batch)])
+        x = _to_model(frames).to(device)  # (B*K, 3, H, W)
+        # shapes cover a few % of the pixels but carry all the information: weight them up
+        colourful = frames.max(-1).astype(np.int16) - frames.min(-1) > 40  # (B*K, H, W)
+        weight = 1.0 + VAE_SHAPE_WEIGHT * torch.from_numpy(colourful).float().to(device).unsqueeze(1)
+        weight = F.max_pool2d(weight, 3, stride=1, padding=1)  # and their edges
         post = vae.encode(x).latent_dist
         z = post.sample()  # (B*K, 4, h, w)
         y = vae.decode(z, num_frames=VAE_CHUNK).sample  # (B*K, 3, H, W)
-        mse = F.mse_loss(y, x)
+        err = y - x
+        mse = (err**2).mean()
+        recon = (weight * (err.abs() + err**2)).mean() / weight.mean()
         edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
-        loss = F.l1_loss(y, x) + mse + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
+        loss = recon + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
         opt.step()
         sched.step()
         if step % LOG_EVERY == 0 or step == steps - 1:
@@ -181,25 +196,31 @@ def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 4
 
 # ------------------------------------------------------------------------------ 2. latent pool
 @torch.no_grad()
-def encode_pool(vae, n_clips: int, *, device: str, seed: int = SEED, num_frames: int = POOL_FRAMES):
-    """Render and encode ``n_clips`` long clips of training scenes.
+def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames: int = POOL_FRAMES,
+                speeds: int = POOL_SPEEDS):
+    """Render and encode each of ``n_scenes`` training scenes at ``speeds`` speeds, one of them still.
 
-    Returns a dict: ``frames`` uint8 (N, T, H, W, 3), ``latents`` (N, T, 4, h, w) unscaled VAE modes,
-    ``step`` (N,) pixels moved per frame.
+    Returns a dict: ``frames`` uint8 (N, K, T, H, W, 3), ``latents`` (N, K, T, 4, h, w) unscaled VAE
+    modes, ``step`` (N, K) pixels moved per frame. The K clips of a scene differ only in speed.
     """
     rng = np.random.default_rng([seed, 3])
     vae.eval()
     frames, latents, steps = [], [], []
     t0 = time.time()
-    for i in range(n_clips):
-        bucket, fps = _sample_motion(rng)
-        clip = render_clip(int(rng.integers(HELD_OUT_SEED)), bucket, fps, num_frames=num_frames)
-        frames.append(clip)
-        latents.append(vae.encode(_to_model(clip).to(device)).latent_dist.mode().cpu())  # (T, 4, h, w)
-        steps.append(pixels_per_frame(bucket, fps))
-        if i % 200 == 0 or i == n_clips - 1:
-            print(f"pool {i + 1:5d}/{n_clips}  {time.time() - t0:6.0f}s", flush=True)
-    return {"frames": np.stack(frames), "latents": torch.stack(latents), "step": np.asarray(steps)}
+    fps = FPS_RANGE[0]  # any fps will do: only pixels per frame shape the clip, labels are drawn later
+    for i in range(n_scenes):
+        scene = int(rng.integers(HELD_OUT_SEED))
+        # stratified speeds: 0, then one from each slice of (0, POOL_MAX_STEP]
+        edges = np.linspace(0, POOL_MAX_STEP, speeds)
+        step = np.concatenate([[0.0], rng.uniform(edges[:-1], edges[1:])])
+        clips = np.stack([render_clip(scene, d * fps / MAX_SPEED * 255, fps, num_frames=num_frames) for d in step])
+        frames.append(clips)  # (K, T, H, W, 3)
+        z = vae.encode(_to_model(clips.reshape(-1, *clips.shape[2:])).to(device)).latent_dist.mode()
+        latents.append(z.cpu().reshape(speeds, num_frames, *z.shape[1:]))  # (K, T, 4, h, w)
+        steps.append(step)
+        if i % 100 == 0 or i == n_scenes - 1:
+            print(f"pool {i + 1:5d}/{n_scenes}  {time.time() - t0:6.0f}s", flush=True)
+    return {"frames": np.stack(frames), "latents": torch.stack(latents), "step": np.stack(steps)}
 
 
 # ------------------------------------------------------------------------------ 3. UNet
@@ -223,7 +244,7 @@ def _relabel(step: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     return bucket, fps
 
 
-def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, log: list | None = None) -> list:
+def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, batch: int = UNET_BATCH) -> list:
     """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...]."""
     unet, vae = pipe.unet, pipe.vae
     sf = vae.config.scaling_factor
@@ -233,46 +254,63 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, l
     vae.eval().to(device)
     pipe.image_encoder.eval().to(device)
     ema = [p.detach().clone() for p in unet.parameters()]
-    opt = torch.optim.AdamW(unet.parameters(), lr=UNET_LR, weight_decay=0.01)
+    cond = list(unet.add_embedding.parameters())
+    rest = [p for n, p in unet.named_parameters() if not n.startswith("add_embedding.")]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": cond, "lr": UNET_LR * COND_LR_MULT}],
+                            lr=UNET_LR, weight_decay=0.01)
     sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1))
-    n, T = pool["latents"].shape[:2]
-    log = [] if log is None else log
+    n, T = pool["latents"].shape[0], pool["latents"].shape[2]
+    log = []
     t0 = time.time()
     for step in range(steps):
-        B = UNET_BATCH
-        # a. which clips, which window, which way round
-        idx = rng.integers(n, size=B)
-        start = rng.integers(T - NUM_FRAMES + 1, size=B)
-        backwards = rng.random(B) < 0.5
-        order = [np.arange(s, s + NUM_FRAMES)[::-1] if b else np.arange(s, s + NUM_FRAMES)
+        # a. G scenes, each at all K speeds, with one window and one direction per scene
+        K = pool["latents"].shape[1]
+        G = max(1, batch // K)
+        B = G * K
+        idx = rng.integers(n, size=G)
+        from_start = rng.random(G) < 0.5  # the K clips then share their first frame exactly
+        start = np.where(from_start, 0, rng.integers(T - NUM_FRAMES + 1, size=G))
+        backwards = ~from_start & (rng.random(G) < 0.5)
+        order = [np.arange(s, s + NUM_FRAMES)[::-1].copy() if b else np.arange(s, s + NUM_FRAMES)
                  for s, b in zip(start, backwards)]
-        latents = torch.stack([pool["latents"][i, o.copy()] for i, o in zip(idx, order)]).to(device) * sf
-        # latents: (B, F, 4, h, w), scaled as the pipeline's frame latents are
-        first = _to_model(np.stack([pool["frames"][i, o[0]] for i, o in zip(idx, order)])).to(device)  # (B, 3, H, W)
+        latents = torch.stack([pool["latents"][i, k, o] for i, o in zip(idx, order) for k in range(K)])
+        latents = latents.to(device) * sf  # (B, F, 4, h, w), scaled as the pipeline's frame latents are
+        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, o in zip(idx, order) for k in range(K)]))
+        first = first.to(device)  # (B, 3, H, W)
 
-        # b. conditioning: motion labels, noise augmentation, dropout
-        bucket, fps = _relabel(pool["step"][idx], rng)
-        aug = np.where(rng.random(B) < 0.2, 0.0, np.exp(rng.uniform(np.log(1e-3), np.log(NOISE_AUG_MAX), B)))
+        # b. conditioning: motion labels, noise augmentation, dropout (shared within a scene's group)
+        bucket, fps = _relabel(pool["step"][idx].reshape(-1), rng)
+        aug = np.repeat(np.where(rng.random(G) < 0.2, 0.0,
+                                 np.exp(rng.uniform(np.log(1e-3), np.log(NOISE_AUG_MAX), G))), K)
         added_time_ids = torch.tensor(np.stack([fps - 1, bucket, aug], 1), dtype=torch.float32, device=device)
         aug_t = torch.tensor(aug, dtype=torch.float32, device=device).view(B, 1, 1, 1)
         with torch.no_grad():
-            noisy_first = first + aug_t * torch.randn(first.shape, generator=gen).to(device)
+            aug_noise = torch.randn((G, 1, *first.shape[1:]), generator=gen).expand(-1, K, -1, -1, -1)
+            noisy_first = first + aug_t * aug_noise.reshape(first.shape).to(device)
             image_latents = vae.encode(noisy_first).latent_dist.mode()  # (B, 4, h, w), NOT scaled
             embeddings = _clip_embeddings(pipe, first)  # (B, 1, D)
-        keep = torch.tensor(rng.random(B) >= COND_DROPOUT, dtype=torch.float32, device=device)
+        keep = torch.tensor(np.repeat(rng.random(G) >= COND_DROPOUT, K), dtype=torch.float32, device=device)
         image_latents = image_latents * keep.view(B, 1, 1, 1)
         embeddings = embeddings * keep.view(B, 1, 1)
         image_latents = image_latents.unsqueeze(1).expand(-1, NUM_FRAMES, -1, -1, -1)  # (B, F, 4, h, w)
 
         # c. EDM noise and preconditioning (what EulerDiscreteScheduler undoes at sampling time)
-        sigma = torch.exp(P_MEAN + P_STD * torch.randn(B, generator=gen)).to(device)
+        # one noise level and one noise sample per scene: its K clips then differ only in their motion
+        log_sigma = torch.where(torch.rand(G, generator=gen) < P_UNIFORM,
+                                math.log(0.002) + math.log(700 / 0.002) * torch.rand(G, generator=gen),
+                                P_MEAN + P_STD * torch.randn(G, generator=gen))
+        sigma = log_sigma.exp().repeat_interleave(K).to(device)  # (B,)
         s = sigma.view(B, 1, 1, 1, 1)
-        x_noisy = latents + s * torch.randn(latents.shape, generator=gen).to(device)
+        noise = torch.randn((G, 1, *latents.shape[1:]), generator=gen).expand(-1, K, -1, -1, -1, -1)
+        x_noisy = latents + s * noise.reshape(latents.shape).to(device)
         model_in = torch.cat([x_noisy / (s**2 + 1).sqrt(), image_latents], dim=2)  # (B, F, 8, h, w)
         out = unet(model_in, 0.25 * sigma.log(), encoder_hidden_states=embeddings,
                    added_time_ids=added_time_ids, return_dict=False)[0]  # (B, F, 4, h, w)
         x0 = out * (-s / (s**2 + 1).sqrt()) + x_noisy / (s**2 + 1)
-        loss = (((s**2 + 1) / s**2) * (x0 - latents) ** 2).mean()
+        weight = (s**2 + 1) / s**2  # EDM: the same as plain MSE on the v target
+        loss = (weight * (x0 - latents) ** 2).mean()
+        # motion is a small part of each frame: also match the frame-to-frame changes
+        loss = loss + TEMPORAL_WEIGHT * (weight * (x0.diff(dim=1) - latents.diff(dim=1)) ** 2).mean()
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -337,54 +375,75 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
     p.add_argument("--vae-steps", type=int, default=VAE_STEPS)
-    p.add_argument("--pool-clips", type=int, default=POOL_CLIPS)
+    p.add_argument("--pool-scenes", type=int, default=POOL_SCENES)
     p.add_argument("--unet-steps", type=int, default=UNET_STEPS)
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="skip stage 1 and reuse the trained VAE of this pipeline folder (its log too)")
+    p.add_argument("--only-vae", action="store_true", help="stop after stage 1 (saves OUT/vae)")
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--seed", type=int, default=SEED)
     args = p.parse_args(argv)
+    batches = dict(vae=VAE_BATCH, unet=UNET_BATCH)
     if args.smoke:
-        args.vae_steps, args.pool_clips, args.unet_steps = 3, 4, 3
+        args.vae_steps, args.pool_scenes, args.unet_steps = 3, 2, 3
+        batches = dict(vae=1, unet=POOL_SPEEDS)
     out = args.out or (Path(tempfile.mkdtemp(prefix="toy_svd_smoke_")) if args.smoke
                        else Path(__file__).parent / "model")
     torch.set_num_threads(args.threads)
     t_start = time.time()
 
-    # 1. VAE
+    # 1. VAE (or a VAE trained earlier by this same stage)
     pipe = build_pipeline(args.seed)
     t0 = time.time()
-    vae_log = train_vae(pipe.vae, args.vae_steps, device=args.device, seed=args.seed)
-    scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
-                                            clips=4 if args.smoke else 48)
-    pipe.vae.register_to_config(scaling_factor=scaling_factor)
-    vae_time = time.time() - t0
+    if args.vae_from is None:
+        vae_log = train_vae(pipe.vae, args.vae_steps, device=args.device, seed=args.seed, batch=batches["vae"])
+        scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
+                                                clips=4 if args.smoke else 48)
+        pipe.vae.register_to_config(scaling_factor=scaling_factor)
+        vae_time = time.time() - t0
+        # keep the VAE on its own, so that the UNet stage can be rerun with --vae-from
+        pipe.vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True)
+        (out / "vae" / "vae_log.json").write_text(json.dumps({"seconds": vae_time, "log": vae_log}))
+    else:
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(args.vae_from / "vae").eval()
+        pipe.register_modules(vae=pipe.vae)
+        scaling_factor = pipe.vae.config.scaling_factor
+        saved = json.loads((args.vae_from / "vae" / "vae_log.json").read_text())
+        vae_log, vae_time = saved["log"], saved["seconds"]
     print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}", flush=True)
+    if args.only_vae:
+        return out
 
     # 2. latent pool
     t0 = time.time()
-    pool = encode_pool(pipe.vae, args.pool_clips, device=args.device, seed=args.seed)
+    pool = encode_pool(pipe.vae, args.pool_scenes, device=args.device, seed=args.seed)
     pool_time = time.time() - t0
 
     # 3. UNet
     t0 = time.time()
-    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed)
+    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed, batch=batches["unet"])
     unet_time = time.time() - t0
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
     pipe.to("cpu")
-    if out.exists():
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in out.iterdir() if out.exists() else ():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
     pipe.save_pretrained(out, safe_serialization=True)
+    (out / "vae" / "vae_log.json").write_text(json.dumps({"seconds": vae_time, "log": vae_log}))
     record = {
         "seed": args.seed, "device": args.device, "threads": args.threads,
         "wall_seconds": {"vae": round(vae_time), "pool": round(pool_time), "unet": round(unet_time),
                          "total": round(time.time() - t_start)},
-        "vae": {"steps": args.vae_steps, "batch": f"{VAE_BATCH} chunks x {VAE_CHUNK} frames", "lr": VAE_LR,
+        "vae": {"steps": len(vae_log) and vae_log[-1][0] + 1, "batch": f"{batches['vae']} chunks x {VAE_CHUNK} frames",
+                "lr": VAE_LR,
                 "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
                 "columns": ["step", "loss", "psnr_db"], "log": vae_log},
-        "pool": {"clips": args.pool_clips, "frames_per_clip": POOL_FRAMES},
-        "unet": {"steps": args.unet_steps, "batch": UNET_BATCH, "lr": UNET_LR, "ema": UNET_EMA,
-                 "p_mean": P_MEAN, "p_std": P_STD, "cond_dropout": COND_DROPOUT,
+        "pool": {"scenes": args.pool_scenes, "speeds": POOL_SPEEDS, "frames_per_clip": POOL_FRAMES,
+                 "max_step": POOL_MAX_STEP},
+        "unet": {"steps": args.unet_steps, "batch": batches["unet"], "lr": UNET_LR, "ema": UNET_EMA,
+                 "p_mean": P_MEAN, "p_std": P_STD, "p_uniform": P_UNIFORM, "cond_dropout": COND_DROPOUT,
                  "noise_aug_max": NOISE_AUG_MAX, "fps_range": FPS_RANGE,
                  "columns": ["step", "loss"], "log": unet_log},
     }

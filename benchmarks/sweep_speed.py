@@ -1,0 +1,112 @@
+"""How much faster is `svdkit.sweep` than calling the pipeline once per setting? Measured side by side.
+
+    python benchmarks/sweep_speed.py                         # the bundled toy, 8 motion buckets, 25 steps
+    python benchmarks/sweep_speed.py --model untrained-toy   # the toy's architecture, untrained (no weights needed)
+    python benchmarks/sweep_speed.py --model tiny            # the tests' tiny pipeline
+
+Both sides make the same 8 clips (motion_bucket_id 0, 36, ..., 255; seed 0; the model's defaults otherwise):
+
+* loop: 8 calls of diffusers' own `pipe(image, motion_bucket_id=..., generator=...)`, frames as numpy;
+* sweep: one `svdkit.sweep(...)` into an empty folder, which encodes the image once, runs the 8 points
+  through the UNet together, and also writes every clip (mp4), its exact frames (npz), its metrics and its
+  JSON row.
+
+One warm-up call runs first, so neither side pays for the first call. Prints both times, the ratio, and how
+far the sweep's frames are from the loop's (batching changes float rounding: a few values by 1 of 255).
+Exit status 1 when the sweep is less than `--target` (2) times faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import svdkit  # noqa: E402
+import svdkit.sweep  # noqa: E402  (the callable sweep module)
+
+
+def load(model: str):
+    if model == "toy":
+        return svdkit.load_pipeline("toy")
+    if model == "untrained-toy":
+        from svdkit.toy.train import build_pipeline
+        return build_pipeline().to("cpu")
+    if model == "tiny":
+        from tests.conftest import make_tiny_pipeline
+        return make_tiny_pipeline(num_frames=14)
+    return svdkit.load_pipeline(model)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="toy", help="toy (default), untrained-toy, tiny, or any load_pipeline name")
+    parser.add_argument("--points", type=int, default=8, help="motion buckets from 0 to 255 (default 8)")
+    parser.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the model's, 25)")
+    parser.add_argument("--image", default=None, help="input image (default data/example_0.png, else a test image)")
+    parser.add_argument("--target", type=float, default=2.0, help="required speed-up (default 2)")
+    args = parser.parse_args(argv)
+
+    if args.model == "toy":
+        from svdkit.toy import MODEL_PATH
+        if not (MODEL_PATH / "model_index.json").is_file():
+            print(f"The toy model is missing from {MODEL_PATH}; use --model untrained-toy (same architecture, "
+                  "same speed) or --model tiny.", file=sys.stderr)
+            return 2
+    pipe = load(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    example = Path(__file__).resolve().parents[1] / "data" / "example_0.png"
+    if args.image:
+        image = svdkit.load_image(args.image)
+    elif example.is_file():
+        image = svdkit.load_image(example)
+    else:
+        from tests.conftest import make_image
+        image = make_image()
+    p = svdkit.sampling.check_params(pipe, {} if args.steps is None else {"num_inference_steps": args.steps})
+    buckets = svdkit.sweep.linspace(0, 255, args.points)
+    common = dict(height=p["height"], width=p["width"], num_frames=p["num_frames"],
+                  num_inference_steps=p["num_inference_steps"], fps=p["fps"],
+                  noise_aug_strength=p["noise_aug_strength"], decode_chunk_size=p["decode_chunk_size"],
+                  min_guidance_scale=p["min_guidance_scale"], max_guidance_scale=p["max_guidance_scale"])
+    print(f"model {args.model}: {args.points} motion buckets {buckets}, {p['num_frames']} frames "
+          f"{p['height']}x{p['width']}, {p['num_inference_steps']} steps, torch threads {torch.get_num_threads()}")
+
+    def call(bucket):
+        return pipe(image, motion_bucket_id=bucket, generator=torch.Generator().manual_seed(0), output_type="np",
+                    **common).frames[0]
+
+    call(buckets[0])  # warm-up for both sides
+
+    started = time.perf_counter()
+    loop = [(np.asarray(call(b)) * 255).round().astype(np.uint8) for b in buckets]
+    loop_s = time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as out:
+        grid = {"motion_bucket_id": buckets, **{k: v for k, v in common.items() if v is not None}}
+        started = time.perf_counter()
+        table = svdkit.sweep(pipe, image, grid, seeds=[0], out_dir=out, progress=False)
+        sweep_s = time.perf_counter() - started
+        frames = [svdkit.sweep.load_frames(row) for _, row in table.iterrows()]
+        batch = int(table["batch_size"].max())
+
+    diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(loop, frames)]
+    ratio = loop_s / sweep_s
+    print(f"loop of pipe(...) calls: {loop_s:7.2f} s  ({loop_s / len(buckets):.2f} s a clip)")
+    print(f"svdkit.sweep (batch {batch}):  {sweep_s:7.2f} s  ({sweep_s / len(buckets):.2f} s a clip, "
+          "files and metrics included)")
+    print(f"speed-up: {ratio:.2f}x (target >= {args.target:g}x)  {'PASS' if ratio >= args.target else 'FAIL'}")
+    print(f"frames vs the loop: max |diff| {max(d.max() for d in diffs)}, "
+          f"{100 * min((d == 0).mean() for d in diffs):.3f}% of values equal (worst clip)")
+    return 0 if ratio >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""benchmarks/gpu_presets.py runs end to end at the tiny size (as CI runs it) and writes a sane JSON."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "gpu_presets_tiny.json"
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_presets.py"), "--tiny", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout, time.perf_counter() - started
+
+
+def test_tiny_benchmark_json(tiny_run):
+    result, stdout, seconds = tiny_run
+    assert result["size"] == "tiny" and result["random_weights"] is True
+    assert result["steps"] >= 2 and result["num_frames"] >= 2
+    assert set(result["flops"]) == {"unet", "unet_shallow", "decode", "encode", "clip"}
+    assert all(v > 0 for v in result["flops"].values())
+    assert result["flops"]["unet_shallow"] < result["flops"]["unet"]
+    rows = {r["config"]: r for r in result["results"]}
+    assert {"stock", "fast", "fast+cache2", "fast+skip_uncond", "balanced", "low"} <= set(rows)
+    for name, r in rows.items():
+        for key in ("seconds_total", "seconds_per_step", "seconds_decode", "flops_total", "achieved_tflops",
+                    "speedup_vs_stock", "step_speedup_vs_stock"):
+            assert r[key] > 0, (name, key)
+        assert r["seconds_per_step"] < r["seconds_total"] and r["latents_finite"] is True
+        for key in ("peak_allocated_gib", "driver_peak_used_gib", "fraction_of_spec_peak", "frame_mae_vs_fast"):
+            assert key in r, (name, key)
+    assert rows["stock"]["speedup_vs_stock"] == 1
+    # the exact configurations make the same frames; the approximate ones are measured against them
+    assert rows["fast"]["frame_mae_vs_fast"] == 0 and rows["stock"]["frame_mae_vs_fast"] == 0
+    assert rows["fast+cache2"]["flops_total"] < rows["fast"]["flops_total"]
+    assert rows["fast+skip_uncond"]["flops_total"] < rows["fast"]["flops_total"]
+    assert "step TFLOP/s" in stdout and "fast+cache2" in stdout
+    print(f"tiny benchmark: {seconds:.1f} s")
+
+
+def test_append_merges_rows(tiny_run, tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_presets", ROOT / "benchmarks" / "gpu_presets.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result, _, _ = tiny_run
+    out = tmp_path / "gpu_presets_tiny.json"
+    out.write_text(json.dumps(result))
+    merged = bench.main(["--tiny", "--out", str(out), "--configs", "fast+cache3", "--append"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(merged))
+    assert [r["config"] for r in merged["results"]] == [r["config"] for r in result["results"]]
+    kept = {r["config"]: r for r in merged["results"]}
+    assert kept["stock"]["seconds_total"] == result["results"][0]["seconds_total"]  # from the first run
+    assert kept["fast+cache3"]["speedup_vs_stock"] > 0  # re-derived against the kept stock row

@@ -1,0 +1,92 @@
+"""Run the sweep notebooks (03 motion bucket, 04 fps) headless on the bundled toy and check what they measured.
+
+Each notebook writes `out_dir/summary.json`; these tests check its numbers: on the toy, motion rises with the
+bucket and falls with the conditioning fps, and playback fps changes nothing per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
+
+
+def _toy_missing() -> bool:
+    from svdkit.toy import MODEL_PATH
+    return not (MODEL_PATH / "model_index.json").is_file()
+
+
+def _run(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
+    import papermill
+
+    out = tmp_path / "out"
+    parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / name), str(tmp_path / name), parameters=parameters,
+                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+                               execution_timeout=300)
+    return json.loads((out / "summary.json").read_text()), out
+
+
+@pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
+def test_motion_bucket_notebook(tmp_path):
+    summary, out = _run(NAMES[0], tmp_path, seeds=[0, 1], num_inference_steps=8, buckets=4)
+    assert summary["buckets"] == [0, 85, 170, 255] and summary["points"] == 8
+    motion = summary["mean_motion"]
+    assert all(math.isfinite(m) and m >= 0 for m in motion)
+    assert motion[-1] > motion[0] + 0.5, f"the toy should move more at bucket 255 than at 0: {motion}"
+    assert summary["spearman"] > 0.7 and summary["distinct_steps"] >= 1
+    assert "motion_bucket_id sets how much the clip moves" in summary["answer"]
+    assert Path(summary["grid_video"]).stat().st_size > 0 and Path(summary["contact_sheet"]).is_file()
+    assert len(list((out / "sweep" / "points").glob("*.json"))) == 8
+
+
+@pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
+def test_fps_notebook(tmp_path):
+    summary, _ = _run(NAMES[1], tmp_path, seeds=[0], num_inference_steps=8, fps_values=[4, 8, 24],
+                      playback_rates=[4, 16])
+    assert summary["fps"] == [4, 8, 24]
+    motion = summary["mean_motion"]
+    assert motion[0] > motion[-1], f"the toy should move less per frame at fps 24 than at 4: {motion}"
+    assert summary["spearman"] < -0.5 and summary["loglog_slope"] < 0
+    a, b = summary["playback"]
+    assert (a["seconds"], b["seconds"]) == pytest.approx((14 / 4, 14 / 16))
+    assert a["motion_px_per_frame"] == pytest.approx(b["motion_px_per_frame"], abs=0.1)  # same frames
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebooks_are_clean(name):
+    """Committed without outputs or execution counts; one `parameters` cell with the shared knobs."""
+    import nbformat
+    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and 'model = "toy"' in tagged[0].source
+    for knob in ("device", "seed", "seeds", "num_inference_steps", "out_dir"):
+        assert f"\n{knob} = " in "\n" + tagged[0].source
+    assert "SVDKIT_SOURCE" in code[0].source and "enable_custom_widget_manager" in code[0].source
+
+
+def test_committed_notebooks_match_their_generator():
+    """notebooks/make_sweep_notebooks.py writes 03 and 04; the committed files must be what it writes now."""
+    import importlib.util
+    import sys
+
+    import nbformat
+    sys.path.insert(0, str(NOTEBOOKS_DIR))
+    try:
+        spec = importlib.util.spec_from_file_location("make_sweep_notebooks", NOTEBOOKS_DIR / "make_sweep_notebooks.py")
+        generator = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(generator)
+    finally:
+        sys.path.remove(str(NOTEBOOKS_DIR))
+    for name, cells in generator.NOTEBOOKS.items():
+        committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+        built = generator.build(cells, Path(name).stem)
+        assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in built.cells], \
+            f"{name} differs from notebooks/make_sweep_notebooks.py: run python notebooks/make_sweep_notebooks.py"
