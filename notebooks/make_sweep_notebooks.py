@@ -86,7 +86,7 @@ truth = None
 if model == "toy":
     from svdkit.toy import pixels_per_frame
     truth = lambda b: pixels_per_frame(b, fps)  # noqa: E731
-views.plot_metric(table, "motion_bucket_id", "motion", truth=truth)'''),
+views.plot_metric(table, "motion_bucket_id", "motion", truth=truth, truth_label="the toy's training world")'''),
     ("code", '''\
 views.plot_metric(table, "motion_bucket_id", "psnr_first",
                   title="first frame against the input: does more motion cost fidelity?")'''),
@@ -124,15 +124,20 @@ elif rho < -0.8:
     verdict = "on this model, a higher motion_bucket_id gives LESS motion"
 else:
     verdict = "on this model and image, motion_bucket_id has no consistent effect on motion"
-shape = "a straight line fits better than a log curve" if t["r2_linear"] >= t["r2_log"] else \\
-    "a log curve fits better than a straight line"
+if abs(rho) <= 0.8:
+    shape = "there is no trend to fit"
+elif t["r2_linear"] >= t["r2_log"]:
+    shape = "a straight line fits the means better than a log curve"
+else:
+    shape = "a log curve fits the means better than a straight line"
+levels = t["distinct_steps"] + 1
 answer = (
     f"{verdict} (rank correlation {rho:+.2f} over {len(table)} clips). "
     f"From bucket {t['values'][0]:g} to {t['values'][-1]:g} the mean motion goes from {t['mean'][0]:.2f} to "
     f"{t['mean'][-1]:.2f} px/frame" + (f", {ratio:.1f}x as much" if np.isfinite(ratio) else "") + ". "
     f"{t['distinct_steps']} of the {len(t['values']) - 1} steps between neighbouring buckets change the motion by "
-    f"more than twice the seed-to-seed spread ({t['noise']:.2f} px/frame): about {t['distinct_steps'] + 1} "
-    f"levels of motion you can tell apart with {len(seeds)} seeds. Shape: {shape} "
+    f"more than twice the seed-to-seed spread ({t['noise']:.2f} px/frame): about {levels} "
+    f"level{'s' if levels != 1 else ''} of motion you can tell apart with {len(seeds)} seeds. Shape: {shape} "
     f"(R^2 {t['r2_linear']:.2f} linear, {t['r2_log']:.2f} log).")
 print(answer)'''),
     ("code", '''\
@@ -222,7 +227,7 @@ truth = None
 if model == "toy":
     from svdkit.toy import pixels_per_frame
     truth = lambda f: pixels_per_frame(motion_bucket_id, f)  # noqa: E731
-views.plot_metric(table, "fps", "motion", logx=True, truth=truth,
+views.plot_metric(table, "fps", "motion", logx=True, truth=truth, truth_label="the toy's training world",
                   title="motion per frame vs conditioning fps (all played at one rate)")'''),
     ("md", """\
 ## 3 · The fps − 1 micro-conditioning, and what other tools send

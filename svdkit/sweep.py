@@ -845,12 +845,18 @@ def main_from_toml(path, *, progress: bool = True):
                                 memory=cfg.get("memory", "auto"))
     kwargs = dict(seeds=cfg["seeds"], out_dir=cfg["out_dir"], batch_size=cfg.get("batch_size", "auto"),
                   metrics=cfg.get("metrics", "all"))
-    sweep(pipe, cfg["images"], cfg["grid"], shard=(i, n), progress=progress and state.is_main_process, **kwargs)
-    state.wait_for_everyone()
+    mine = sweep(pipe, cfg["images"], cfg["grid"], shard=(i, n), progress=progress and state.is_main_process,
+                 **kwargs)
+    computed = [str(x) for x in mine.loc[~mine["reused"], "id"]] if len(mine) else []
+    if n > 1:
+        from accelerate.utils import gather_object
+        computed = gather_object(computed)  # every process's list, concatenated (this also waits for all)
     if not state.is_main_process:
         return None
-    # Every point is done now; this pass only reads and checks them (and redoes any a process lost).
-    table = sweep(pipe, cfg["images"], cfg["grid"], progress=False, **kwargs)
+    # With several processes, every point is done now: this pass only reads and checks them (and would redo
+    # any a process lost).
+    table = mine if n == 1 else sweep(pipe, cfg["images"], cfg["grid"], progress=False, **kwargs)
+    table["reused"] = ~table["id"].isin(set(computed))
     csv = table.drop(columns=["reused"])
     _write_atomic(Path(cfg["out_dir"]) / "sweep.csv", lambda tmp: csv.to_csv(tmp, index=False))
     return table

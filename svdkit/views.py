@@ -31,6 +31,7 @@ __all__ = ["point_label", "labelled_grid", "grid_video", "contact_sheet", "plot_
 _SHORT = {"motion_bucket_id": "bucket", "noise_aug_strength": "aug", "num_inference_steps": "steps",
           "min_guidance_scale": "gmin", "max_guidance_scale": "gmax", "num_frames": "frames",
           "decode_chunk_size": "chunk", "cache_interval": "cache", "skip_uncond": "skip"}
+_UNITS = {"motion": "px/frame", "frame_diff": "0-255 levels", "flicker": "0-255 levels", "psnr_first": "dB"}
 _LABEL_COLUMNS = ("image", "motion_bucket_id", "fps", "noise_aug_strength", "num_inference_steps",
                   "min_guidance_scale", "max_guidance_scale", "guidance", "height", "width", "num_frames",
                   "decode_chunk_size", "skip_uncond", "cache_interval", "seed")
@@ -190,12 +191,12 @@ def contact_sheet(table, *, label=None, every: int = 1, scale: float | None = No
 
 
 def plot_metric(table, x: str, y: str = "motion", *, hue: str | None = None, logx: bool = False,
-                truth=None, title: str | None = None, ax=None):
+                truth=None, truth_label: str = "expected", title: str | None = None, ax=None):
     """A metric against a parameter: each point as a dot, the mean over the rest (seeds, images) as a line,
     and the spread (min to max) as a band.
 
     hue: a column drawn as separate lines (e.g. "fps"). truth: an optional function x -> value drawn dashed
-    (e.g. the toy world's pixels per frame). Returns the matplotlib Figure.
+    (e.g. the toy world's pixels per frame), labelled `truth_label`. Returns the matplotlib Figure.
     """
     import pandas as pd
 
@@ -219,11 +220,11 @@ def plot_metric(table, x: str, y: str = "motion", *, hue: str | None = None, log
         ax.scatter(part[x], part[y], s=10, color=line.get_color(), alpha=0.6)
     if truth is not None:
         xs = np.linspace(df[x].min(), df[x].max(), 200)
-        ax.plot(xs, [truth(v) for v in xs], "k--", lw=1, label="expected")
+        ax.plot(xs, [truth(v) for v in xs], "k--", lw=1, label=truth_label)
     if logx:
         ax.set_xscale("symlog" if (df[x] <= 0).any() else "log")
     ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_ylabel(f"{y} ({_UNITS[y]})" if y in _UNITS else y)
     n = df.groupby(x).size().max()
     ax.set_title(title or f"{y} vs {x} (line: mean of {n} per value; band: min to max)")
     ax.grid(alpha=0.3)
@@ -310,6 +311,7 @@ def compare_widget(table, *, by: str = "motion_bucket_id", height: str = "420px"
                            style=style),
     }
     box = w.VBox([])
+    box.add_class("svdkit-compare")  # lets a browser test find it
     box.table, box.by, box.controls = rows, by, controls
     out = w.interactive_output(functools.partial(_show_comparison, box), controls)
     out.layout = w.Layout(height=height, overflow="auto")

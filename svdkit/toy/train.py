@@ -60,7 +60,7 @@ VAE_LR = 2e-3
 VAE_KL = 1e-4
 VAE_SHAPE_WEIGHT = 4.0
 
-POOL_SCENES = 300
+POOL_SCENES = 250
 POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
 POOL_FRAMES = 24
 POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPEED / 3 = 8
@@ -72,7 +72,7 @@ UNET_EMA = 0.995
 P_MEAN, P_STD = 0.3, 1.4  # log-normal sigma ...
 P_UNIFORM = 0.2  # ... but this share log-uniform over the sampler's whole range, 0.002 .. 700
 TEMPORAL_WEIGHT = 4.0
-COND_LR_MULT = 1.0  # learning-rate multiplier for the added-time-id MLP
+COND_LR_MULT = 3.0  # learning-rate multiplier for the added-time-id MLP
 COND_DROPOUT = 0.15
 NOISE_AUG_MAX = 0.2
 FPS_RANGE = (3.0, 30.0)
@@ -87,8 +87,13 @@ UNET_CONFIG = dict(
     sample_size=SIZE // 8, in_channels=8, out_channels=4, num_frames=NUM_FRAMES,
     down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
     up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-    block_out_channels=(32, 64), layers_per_block=1, num_attention_heads=(2, 4), cross_attention_dim=32,
-    addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,  # see _EMBED_NOTE
+    # 64 channels, not 32: every ResNet adds the time embedding (noise level, fps, bucket, noise aug) as a
+    # per-channel bias right before a GroupNorm with 32 groups. With 32 channels each group is a single
+    # channel, whose spatial mean the norm subtracts: the embedding would be erased.
+    block_out_channels=(64, 64), layers_per_block=1, num_attention_heads=(4, 4), cross_attention_dim=32,
+    # 8 sinusoidal features per id (frequencies 1, 0.1, 0.01, 0.001): fps - 1 and bucket mostly land on
+    # smooth, monotone features instead of ones that wrap around many times over their range
+    addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,
 )
 CLIP_CONFIG = dict(
     image_size=224, patch_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -244,7 +249,8 @@ def _relabel(step: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     return bucket, fps
 
 
-def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, batch: int = UNET_BATCH) -> list:
+def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, batch: int = UNET_BATCH,
+               checkpoint: tuple[int, Path] | None = None) -> list:
     """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...]."""
     unet, vae = pipe.unet, pipe.vae
     sf = vae.config.scaling_factor
@@ -321,6 +327,9 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             decay = min(UNET_EMA, (1 + step) / (10 + step))
             for e, p in zip(ema, unet.parameters()):
                 e.lerp_(p.detach(), 1 - decay)
+        if checkpoint and checkpoint[0] and (step + 1) % checkpoint[0] == 0:  # the EMA weights so far
+            snapshot = {n: e.detach().cpu() for (n, _), e in zip(unet.named_parameters(), ema)}
+            _save_unet_snapshot(unet, snapshot, checkpoint[1])
         if step % LOG_EVERY == 0 or step == steps - 1:
             log.append((step, round(loss.item(), 5)))
             print(f"unet {step:5d}/{steps}  loss {loss.item():.4f}  {time.time() - t0:6.0f}s", flush=True)
@@ -329,6 +338,14 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             p.copy_(e)
     unet.eval()
     return log
+
+
+def _save_unet_snapshot(unet, params: dict, folder: Path) -> None:
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    copy = UNetSpatioTemporalConditionModel.from_config(unet.config)
+    copy.load_state_dict({**unet.state_dict(), **params})
+    copy.save_pretrained(folder, safe_serialization=True)
 
 
 def _warmup_cosine(opt, steps: int, warmup: int):
@@ -380,6 +397,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--vae-from", type=Path, default=None,
                    help="skip stage 1 and reuse the trained VAE of this pipeline folder (its log too)")
     p.add_argument("--only-vae", action="store_true", help="stop after stage 1 (saves OUT/vae)")
+    p.add_argument("--checkpoint-every", type=int, default=0, help="save the EMA UNet to OUT_unet_checkpoint")
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--seed", type=int, default=SEED)
     args = p.parse_args(argv)
@@ -423,7 +441,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     # 3. UNet
     t0 = time.time()
-    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed, batch=batches["unet"])
+    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed, batch=batches["unet"],
+                          checkpoint=(args.checkpoint_every, out.parent / f"{out.name}_unet_checkpoint"))
     unet_time = time.time() - t0
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
