@@ -15,6 +15,7 @@ from svdkit.toy.train_text import TEXT_MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "05_text_to_video.ipynb"
 needs_text_model = pytest.mark.skipif(not (TEXT_MODEL_PATH / "model_index.json").is_file(),
                                       reason="the toy text model is not built (python -m svdkit.toy.train_text)")
 
@@ -171,11 +172,23 @@ def test_notebook_05_runs(tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "out"
     papermill.execute_notebook(
-        str(ROOT / "notebooks" / "05_text_to_video.ipynb"), str(tmp_path / "05.ipynb"), cwd=str(ROOT / "notebooks"),
-        parameters=dict(out_dir=str(out), num_inference_steps=2, text_steps=3, seeds=[0, 1]),
-        progress_bar=False, kernel_name="python3")
+        str(NOTEBOOK), str(tmp_path / NOTEBOOK.name), cwd=str(NOTEBOOK.parent), kernel_name="python3",
+        parameters=dict(model="toy", device="cpu", out_dir=str(out), num_inference_steps=2, text_steps=3, seeds=[0, 1]),
+        progress_bar=False, execution_timeout=300)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_shape"] == [14, 64, 64, 3] and summary["image_size"] == [64, 64]
     assert summary["wanted"] == [["red", "circle"], ["blue", "square"]]
     assert summary["widget"]["frames_shape"] == [14, 64, 64, 3]
     assert (out / "first_frame.png").is_file() and (out / "clip.mp4").is_file()
+
+
+def test_notebook_05_is_committed_clean():
+    import nbformat
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for knob in ('model = "toy"', "device", "seed", "num_inference_steps", "out_dir", "prompt"):
+        assert knob in tagged[0].source
+    assert "SVDKIT_SOURCE" in code[0].source and "enable_custom_widget_manager" in code[0].source
