@@ -400,7 +400,8 @@ def _remove_leftovers(out_dir: Path, points: list[Point]) -> None:
 def _auto_batch_size(pipe, point: Point) -> int:
     """How many points share a UNet batch when `batch_size="auto"`.
 
-    Off CUDA: 8 for small models (latents of at most 25 x 32 x 32), else 1. On CUDA: as many as fit in the
+    Off CUDA: 4 for small models (latents of at most 25 x 32 x 32; on a CPU, more rows per call stop paying off
+    once they overflow its caches), else 1. On CUDA: as many as fit in the
     free memory at about 10 GiB per point for SVD-XT's 25 x 72 x 128 latents (half precision, with guidance),
     scaled by latent volume, between 1 and 16.
     """
@@ -408,7 +409,7 @@ def _auto_batch_size(pipe, point: Point) -> int:
     volume = p["num_frames"] * (p["height"] // pipe.vae_scale_factor) * (p["width"] // pipe.vae_scale_factor)
     device = torch.device(pipe._execution_device)
     if device.type != "cuda":
-        return 8 if volume <= 25 * 32 * 32 else 1
+        return 4 if volume <= 25 * 32 * 32 else 1
     free, _ = torch.cuda.mem_get_info(device)
     per_point = 10 * 2**30 * volume / (25 * 72 * 128) * (2 if pipe.unet.dtype == torch.float32 else 1)
     return int(max(1, min(16, free // max(per_point, 1))))
@@ -463,32 +464,8 @@ def _run_batch(pipe, batch: list[Point], cache: _Stage1Cache) -> list[np.ndarray
     # 3. Denoise all of them together: latents (B, F, 4, h, w), guidance (B, F).
     out, _, _ = sampling.denoise(pipe, torch.cat(latents), sampling.Condition.cat(conditions),
                                  torch.stack(guidance), **batch[0].speed)
-    # 4. Decode every video.
-    return _decode(pipe, out, p["decode_chunk_size"])
-
-
-def _decode(pipe, latents: torch.Tensor, decode_chunk_size: int | None) -> list[np.ndarray]:
-    """Decode B videos' latents (B, F, 4, h, w) to uint8 frames, as `sampling.decode_latents` does one video.
-
-    When a chunk holds whole videos (decode_chunk_size unset or >= F), several videos go through the VAE
-    together, each with num_frames=F so that its temporal layers see only its own frames. Like the UNet, the
-    decoder rounds a little differently in a bigger batch (a value may move by 1 of 255); a batch of one is
-    decoded exactly as `decode_latents` does. Smaller chunks: one video at a time.
-    """
-    B, F = latents.shape[:2]
-    if decode_chunk_size is not None and decode_chunk_size < F:
-        return [sampling.decode_latents(pipe, latents[i: i + 1], decode_chunk_size) for i in range(B)]
-    vae = pipe.vae
-    per_call = B if decode_chunk_size is None else max(1, decode_chunk_size // F)  # videos per VAE call
-    videos = []
-    for i in range(0, B, per_call):
-        part = latents[i: i + per_call].to(pipe._execution_device)
-        flat = (1 / vae.config.scaling_factor) * part.flatten(0, 1)  # (b*F, 4, h, w), as decode_latents
-        decoded = vae.decode(flat.to(vae.dtype), num_frames=F).sample  # (b*F, 3, H, W) in [-1, 1]
-        video = decoded.reshape(-1, F, *decoded.shape[1:]).permute(0, 2, 1, 3, 4).float()  # (b, 3, F, H, W)
-        arr = pipe.video_processor.postprocess_video(video=video, output_type="np")  # (b, F, H, W, 3) in [0, 1]
-        videos += [(a * 255).round().astype(np.uint8) for a in arr]
-    return videos
+    # 4. Decode each video on its own, exactly as generate() does (batching the VAE saves nothing on a CPU).
+    return [sampling.decode_latents(pipe, out[i: i + 1], p["decode_chunk_size"] or F) for i in range(len(batch))]
 
 
 def _metric_functions(metrics) -> dict:
@@ -680,11 +657,20 @@ def sweep(pipe, image, grid: dict | None = None, *, seeds=(0,), out_dir, batch_s
         if pending:
             bar.update(len(pending))
 
-    # 3. Run the batches; a writer thread saves and measures one batch while the next one computes.
+    # 3. Run the batches. On a GPU, a writer thread saves and measures one batch while the next one computes;
+    #    on a CPU that would only take cores from the UNet, so each batch is saved before the next starts.
     _remove_leftovers(out_dir, todo)
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def now(fn, *args) -> Future:
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    overlap = torch.device(pipe._execution_device).type == "cuda"
     pending: list = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdkit-sweep-writer") as writer:
+        submit = writer.submit if overlap else now
         try:
             for group in groups.values():
                 size = _auto_batch_size(pipe, group[0]) if batch_size == "auto" else int(batch_size)
@@ -703,7 +689,7 @@ def sweep(pipe, image, grid: dict | None = None, *, seeds=(0,), out_dir, batch_s
                         continue
                     seconds = (time.perf_counter() - started) / len(batch)
                     finish(pending)  # at most one batch waits to be written
-                    pending = [(pt, writer.submit(save, pt, frames, len(batch), seconds))
+                    pending = [(pt, submit(save, pt, frames, len(batch), seconds))
                                for pt, frames in zip(batch, frames_list)]
                     bar.set_postfix_str(f"batch {len(batch)}, {seconds:.2f} s/point")
             finish(pending)

@@ -69,7 +69,8 @@ def test_batched_points_equal_generate(tiny_pipe, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tiny_pipe, "_encode_image", count("clip", encode_clip))
     monkeypatch.setattr(tiny_pipe.vae, "encode", count("vae", encode_vae))
-    table = sw.sweep(tiny_pipe, images, grid, seeds=[0, 1], out_dir=tmp_path / "batched", progress=False)
+    table = sw.sweep(tiny_pipe, images, grid, seeds=[0, 1], out_dir=tmp_path / "batched", batch_size=8,
+                     progress=False)
     monkeypatch.undo()
     assert len(table) == 8 and not table["reused"].any() and set(table["batch_size"]) == {8}
     assert calls == {"clip": 2, "vae": 4}  # stage 1: CLIP once per image, the VAE once per (image, seed)

@@ -5,9 +5,9 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
 
 1. **VAE.** ``AutoencoderKLTemporalDecoder`` learns to reconstruct short clips of the world (L1 + MSE + an
    edge term + a small KL). Its ``scaling_factor`` is then measured so that scaled latents have unit std.
-2. **Latent pool.** Clips of ``POOL_FRAMES`` frames from training seeds are encoded once. Any 14-frame
-   window of a pool clip, played forwards or backwards, is a training clip; its first frame is the
-   conditioning image.
+2. **Latent pool.** ``POOL_SCENES`` training scenes are rendered at ``POOL_SPEEDS`` speeds each (one of them
+   still) for ``POOL_FRAMES`` frames and encoded once. Any 14-frame window of a pool clip, played
+   forwards or backwards, is a training clip; its first frame is the conditioning image.
 3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction, the parametrisation that
    ``EulerDiscreteScheduler`` (v_prediction, continuous timesteps) samples from:
 
@@ -15,18 +15,21 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
      ``vae.encode(image + noise_aug_strength * noise).latent_dist.mode()``, repeated over frames;
    * timestep ``0.25 * ln(sigma)``; added time ids ``[fps - 1, motion_bucket_id, noise_aug_strength]``;
    * ``x0 = out * (-sigma / sqrt(sigma^2 + 1)) + x_noisy / (sigma^2 + 1)``, loss
-     ``(sigma^2 + 1) / sigma^2 * |x0 - latents|^2`` (the EDM weighting);
+     ``(sigma^2 + 1) / sigma^2 * |x0 - latents|^2`` (the EDM weighting), plus the same on the
+     frame-to-frame differences, where the motion is;
    * ``COND_DROPOUT`` of clips get zero image embeddings **and** zero image latents, which is exactly the
      unconditional branch of the pipeline's classifier-free guidance.
 
    In the world only the pixels per frame, ``d = MAX_SPEED * bucket / 255 / fps``, shape a clip. So a pool
    clip with displacement ``d`` is relabelled on every visit with a fresh fps and the bucket that gives
-   the same ``d``: the UNet sees that only the ratio bucket / fps matters.
+   the same ``d``: the UNet sees that only the ratio bucket / fps matters. A batch holds a few scenes,
+   each at all its speeds with one shared noise level and noise sample, so that the clips of a scene
+   differ only in how far things move, and in the labels that say so.
 
 The CLIP image encoder is a fixed, seeded random network (see README.md for why).
 
 >>> # python -m svdkit.toy.train --smoke          # a few steps of everything, reload, generate (< 1 min)
->>> # python -m svdkit.toy.train                  # the shipped weights (about half an hour on 2 CPU cores)
+>>> # python -m svdkit.toy.train                  # the shipped weights (see README.md for timings)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, pixels_per_frame, render_clip
+from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_clip
 
 __all__ = ["build_pipeline", "train_vae", "encode_pool", "train_unet", "main"]
 

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
-__all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "train_diffusion",
-           "main", "TEXT_MODEL_PATH"]
+__all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
+           "train_diffusion", "main", "TEXT_MODEL_PATH"]
 
 TEXT_MODEL_PATH = Path(__file__).parent / "text_model"
 
@@ -275,6 +275,21 @@ def encode_images(vae, images: np.ndarray, batch: int = 256) -> tuple[torch.Tens
     return torch.cat(means), torch.cat(stds)
 
 
+@torch.no_grad()
+def vae_round_trip(vae, scenes: int = 64) -> dict:
+    """How often a VAE round trip of held-out first frames still shows every named colour, and every shape
+    (`svdkit.text.check_prompt`): the ceiling for pictures drawn in this VAE's latent space."""
+    from svdkit.text import check_prompt
+
+    seeds = range(HELD_OUT_SEED + 3000, HELD_OUT_SEED + 3000 + scenes)
+    x = _to_model(np.stack([render_clip(s, num_frames=1, size=SIZE)[0] for s in seeds]))
+    y = vae.decode(vae.encode(x).latent_dist.mode()).sample  # (N, 3, H, W) in [-1, 1]
+    frames = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().movedim(1, -1).numpy()  # (N, H, W, 3)
+    checks = [check_prompt(f, caption(s)) for f, s in zip(frames, seeds)]
+    return {"scenes": scenes, "colours": float(np.mean([c["colours_ok"] for c in checks])),
+            "colours_shapes": float(np.mean([c["shapes_ok"] for c in checks]))}
+
+
 # ------------------------------------------------------------------------------ 3. text encoder + UNet
 def train_diffusion(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: list[str], steps: int, *,
                     seed: int = SEED, log: list | None = None, check=None, check_every: int = 0) -> list:
@@ -429,8 +444,10 @@ def main(argv: list[str] | None = None) -> Path:
     scaling_factor = float(1.0 / mean.std())
     pipe.vae.register_to_config(scaling_factor=scaling_factor)
     vae_time = time.time() - t0
-    print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}, latent mean {mean.mean():.3f}",
-          flush=True)
+    ceiling = vae_round_trip(pipe.vae, scenes=8 if args.smoke else 64)
+    print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}, latent mean {mean.mean():.3f}; "
+          f"held-out round trips with every colour right {ceiling['colours']:.0%}, and every shape "
+          f"{ceiling['colours_shapes']:.0%} (the most the drawings can reach)", flush=True)
 
     # 3. text encoder and UNet, saving the averaged weights every --save-every steps if asked
     t0 = time.time()
@@ -443,7 +460,7 @@ def main(argv: list[str] | None = None) -> Path:
             "wall_seconds": {"data": round(data_time), "vae": round(vae_time), "diffusion": round(time.time() - t0),
                              "total": round(time.time() - t_start)},
             "vae": {"steps": args.vae_steps, "batch": VAE_BATCH, "crop": VAE_CROP, "whole_frames": VAE_FULL,
-                    "lr": VAE_LR, "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
+                    "lr": VAE_LR, "kl_weight": VAE_KL, "scaling_factor": scaling_factor, "round_trip": ceiling,
                     "columns": ["step", "loss", "psnr_db"], "log": vae_log},
             "diffusion": {"steps": args.diffusion_steps, "steps_done": steps_done, "batch": DIFFUSION_BATCH,
                           "lr": DIFFUSION_LR, "ema": EMA, "cond_dropout": COND_DROPOUT, "objective": "v_prediction",
