@@ -2,6 +2,7 @@
 
     python benchmarks/toy_quality.py            # 8 scenes per setting (about 2 minutes on 2 CPU cores)
     python benchmarks/toy_quality.py --quick    # 3 scenes per setting, for CI
+    python benchmarks/toy_quality.py --samples data/toy_samples   # also the README's sample strip and GIF
 
 Every clip is made by diffusers' own ``StableVideoDiffusionPipeline`` loaded from the toy model folder:
 14 frames, 64x64, 25 steps, guidance 1 -> 3, noise_aug_strength 0.02. Motion is read back from the
@@ -87,6 +88,21 @@ def generate(pipe, seed: int, bucket: int, fps: int, steps: int = 25) -> np.ndar
     return np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)
 
 
+def write_samples(prefix: Path, rows: dict, seed: int) -> None:
+    """The generated clips (and the world's own clip at 255) as filmstrips (PNG) and side by side (GIF), via svdkit."""
+    import svdkit
+    from svdkit import viz
+
+    fig = viz.plot_filmstrips({**rows, "world, bucket 255": render_clip(seed, 255, SWEEP_FPS)},
+                              title=f"toy SVD, held-out scene {seed}, fps {SWEEP_FPS}, 25 steps")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(prefix.with_suffix(".png"), dpi=100, bbox_inches="tight")
+    gap = np.full((14, 64, 2, 3), 255, np.uint8)
+    side = np.concatenate([x for clip in rows.values() for x in (clip, gap)][:-1], axis=2)  # (F, 64, W, 3)
+    svdkit.write_video(prefix.with_suffix(".gif"), side.repeat(2, 1).repeat(2, 2), fps=SWEEP_FPS)
+    print(f"samples: {prefix.with_suffix('.png')}, {prefix.with_suffix('.gif')} ({', '.join(rows)})", flush=True)
+
+
 def report(name: str, value: float, target: str, ok: bool, extra: str = "") -> bool:
     print(f"{'PASS' if ok else 'FAIL'}  {name:<44} {value:8.3f}   target {target:<12} {extra}", flush=True)
     return ok
@@ -98,6 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", type=int, default=None)
     p.add_argument("--model", type=Path, default=MODEL_PATH)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--samples", type=Path, default=None, metavar="PREFIX",
+                   help="also write PREFIX.png (filmstrips) and PREFIX.gif (side by side) of the first scene's clips")
     args = p.parse_args(argv)
     n = args.scenes or (3 if args.quick else 8)
     torch.set_num_threads(args.threads)
@@ -114,6 +132,9 @@ def main(argv=None) -> int:
     clips: dict[tuple[int, int], list[np.ndarray]] = {}
     for bucket, fps in dict.fromkeys(settings):
         clips[(bucket, fps)] = [generate(pipe, s, bucket, fps) for s in seeds]
+
+    if args.samples:
+        write_samples(args.samples, {f"bucket {b}": clips[(b, SWEEP_FPS)][0] for b in (0, 128, 255)}, seeds[0])
 
     def mean_motion(key, true=False):
         b, f = key

@@ -66,11 +66,26 @@ def check_denoising(summary: dict, out: Path) -> None:
     assert (out / "denoising.gif").is_file()
 
 
+def check_toy_world(summary: dict, out: Path) -> None:
+    assert summary["train_steps"] == 4 and len(summary["losses"]) == 2  # logged at the first and last step
+    assert all(math.isfinite(v) and v > 0 for v in summary["losses"])
+    assert summary["pool_shape"] == [2, 4, 24, 4, 8, 8]  # scenes, speeds, frames, channels, h, w
+    assert summary["mini_frames_shape"] == [14, 64, 64, 3]
+    assert summary["disk_mb"] <= 25, "the bundled toy must stay small"
+    assert 1e6 < summary["unet_parameters"] < 2e7
+    true = summary["true_motion_by_bucket"]
+    assert true["0"] == 0 and true["255"] > 2, "the world's own clips: still at 0, fast at 255"
+    motion = summary["motion_by_bucket"]
+    assert motion["255"] > 3 * motion["0"] + 0.2, f"the bundled toy should listen to motion_bucket_id: {motion}"
+
+
 NOTEBOOKS = [
     pytest.param("00_quickstart.ipynb", {"num_inference_steps": 6, "motions": [10, 255]}, check_quickstart,
                  id="00_quickstart"),
     pytest.param("01_encoding.ipynb", {"num_inference_steps": 4}, check_encoding, id="01_encoding"),
     pytest.param("02_denoising.ipynb", {"num_inference_steps": 6}, check_denoising, id="02_denoising"),
+    pytest.param("06_toy_world.ipynb", {"num_inference_steps": 10, "train_steps": 4, "pool_scenes": 2,
+                                        "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
 ]
 
 
@@ -112,7 +127,7 @@ def test_committed_notebooks_are_clean(name):
 
 
 def test_committed_notebooks_match_their_generator():
-    """notebooks/make_notebooks.py writes 00-02; the committed files must be what it writes now."""
+    """notebooks/make_notebooks.py writes 00-02 and 06; the committed files must be what it writes now."""
     import importlib.util
 
     import nbformat

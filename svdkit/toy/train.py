@@ -68,7 +68,7 @@ POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
 POOL_FRAMES = 24
 POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPEED / 3 = 8
 
-UNET_STEPS = 1200
+UNET_STEPS = 2000
 UNET_BATCH = 8
 UNET_LR = 3e-3
 UNET_EMA = 0.995
@@ -253,8 +253,12 @@ def _relabel(step: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 
 def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, batch: int = UNET_BATCH,
-               checkpoint: tuple[int, Path] | None = None) -> list:
-    """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...]."""
+               checkpoint: tuple[int, Path] | None = None, callback=None) -> list:
+    """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...].
+
+    ``callback(step, loss)``, if given, is called after every logged step (notebook 06 draws its live
+    loss curve with it).
+    """
     unet, vae = pipe.unet, pipe.vae
     sf = vae.config.scaling_factor
     rng = np.random.default_rng([seed, 4])
@@ -336,6 +340,8 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
         if step % LOG_EVERY == 0 or step == steps - 1:
             log.append((step, round(loss.item(), 5)))
             print(f"unet {step:5d}/{steps}  loss {loss.item():.4f}  {time.time() - t0:6.0f}s", flush=True)
+            if callback is not None:
+                callback(step, loss.item())
     with torch.no_grad():
         for e, p in zip(ema, unet.parameters()):
             p.copy_(e)
