@@ -6,9 +6,10 @@
 Every image is drawn by diffusers' own ``StableDiffusionPipeline`` loaded from the bundled folder, with the
 registry's settings for "toy" (25 DDIM steps, guidance 4, 64x64), one seed per caption. The captions are
 those of scenes the model never saw (seeds >= HELD_OUT_SEED). Each image is read back with
-``svdkit.text.find_objects``: for each palette colour, its largest blob, and the shape that blob's
-silhouette suggests (how much of its bounding box it fills: square 1, circle 0.785, triangle and diamond
-0.5, told apart by where the mass sits).
+``svdkit.text.find_objects``: for each palette colour (the pixels within 90 of it, as
+``svdkit.toy.world.detect_shapes`` finds them), its largest blob, and the shape two moments of that blob
+suggest (the skewness of its rows picks out the upward triangle; how far its mass reaches along the axes
+rather than the diagonals tells square, circle and diamond apart).
 
 1. colours: every colour the caption names has a blob (per image; target >= 80%);
 2. colours + shapes: and every named shape is that colour's blob's shape (per image; target >= 80%).
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.text import TEXT_MODELS, check_prompt  # noqa: E402
 from svdkit.toy.train_text import TEXT_MODEL_PATH  # noqa: E402
-from svdkit.toy.world import HELD_OUT_SEED, caption, render_clip  # noqa: E402
+from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip  # noqa: E402
 
 TARGET = 0.80
 FIRST_SEED = HELD_OUT_SEED + 2000  # held-out scenes, apart from those the examples and tests use
@@ -49,6 +50,11 @@ def rates(checks: list[dict]) -> dict:
         "object_colours": float(np.mean([c in cols for c, _, _, cols in objects])),
         "object_colours_shapes": float(np.mean([(c, s) in found for c, s, found, _ in objects])),
         "extra_colours": float(np.mean([bool(r["extra"]) for r in checks])),
+        # per object, by what it is: is a named colour there, and is a named shape there in its colour
+        "by_colour": {colour: float(np.mean([c in cols for c, _, _, cols in objects if c == colour]))
+                      for colour in PALETTE if any(c == colour for c, *_ in objects)},
+        "by_shape": {shape: float(np.mean([(c, s) in found for c, s, found, _ in objects if s == shape]))
+                     for shape in SHAPE_KINDS if any(s == shape for _, s, *_ in objects)},
     }
 
 
@@ -113,6 +119,8 @@ def main(argv=None) -> int:
                        ("extra_colours", "images with extra colours")):
         print(f"{label:28s}" + "".join(f"{result[k][key]:>{w}.1%}" for k, w in
                                        (("generated", 10), ("true_frames", 8), ("vae_round_trip", 8))))
+    for key, label in (("by_colour", "colour found, by colour"), ("by_shape", "colour+shape found, by shape")):
+        print(f"{label}: " + ", ".join(f"{k} {v:.0%}" for k, v in result["generated"][key].items()))
     failed = 0
     for key, label in (("colours", "named colours present"), ("colours_shapes", "named colours with their shapes")):
         value = result["generated"][key]

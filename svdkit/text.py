@@ -356,39 +356,39 @@ def prompt_to_video(prompt: str, *, text_model="toy", video_model="toy", seed: i
 # ----------------------------------------------------------------------------------------------------
 # Checking a first frame against its prompt, on the toy world's palette
 
-_FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5, "diamond": 0.5}
-"""How much of its bounding box each shape fills. Triangle and diamond tie; the triangle (pointing up) has
-its mass low in the box, the diamond in the middle."""
-
-
 @dataclasses.dataclass(frozen=True)
 class ToyObject:
     """One blob of one palette colour, the largest of its colour, and the shape its silhouette suggests."""
 
     colour: str
     shape: str
-    fill: float  # area / bounding-box area
-    low: float  # centroid height in its box: 0.5 is the middle, 2/3 for an upward triangle
+    corners: float  # E[dx^4 + dy^4] / E[r^4] about the centroid: square 0.64, circle 0.75, diamond 0.86
+    skew: float  # skewness of the rows: 0 for the symmetric shapes, -0.57 for an upward triangle
     area: int  # pixels
     box: tuple[int, int, int, int]  # x, y, width, height
 
 
-def _classify(fill: float, low: float) -> str:
-    if fill >= 0.9:
+def _classify(corners: float, skew: float) -> str:
+    if skew <= -0.28:  # mass low, a tail upwards: the triangle's point
+        return "triangle"
+    if corners < 0.70:  # mass far out along the diagonals
         return "square"
-    if fill >= 0.66:
-        return "circle"
-    return "triangle" if low >= 0.58 else "diamond"
+    return "diamond" if corners > 0.80 else "circle"  # mass far out along the axes, or evenly
 
 
 def find_objects(image, *, max_distance: float = 90.0, min_area: int = 12) -> list[ToyObject]:
     """The coloured shapes in a toy-world image: for each palette colour, its largest blob and its shape.
 
-    A pixel belongs to the nearest palette colour within `max_distance` (RGB); a colour's largest connected
-    blob of at least `min_area` pixels is its object. The shape comes from how much of its bounding box it
-    fills (square 1, circle 0.785, triangle and diamond 0.5) and, for the last two, where its mass sits.
+    A pixel belongs to the nearest palette colour within `max_distance` (RGB), as in
+    `svdkit.toy.world.detect_shapes`; a colour's largest connected blob of at least `min_area` pixels is its
+    object. Its shape comes from two moments of its pixels about their centroid, which blur and rounded
+    corners move only a little (a fill or corner count would flip):
 
-    >>> from svdkit.toy import render_clip, caption
+    * the skewness of the rows: an upward triangle has its mass low and a tail up (-0.57), the others 0;
+    * ``E[dx^4 + dy^4] / E[(dx^2 + dy^2)^2]``: how far out the mass reaches along the axes rather than the
+      diagonals; 0.64 for a square, 0.75 for a circle, 0.86 for a diamond (a square turned 45 degrees).
+
+    >>> from svdkit.toy import render_clip
     >>> sorted((o.colour, o.shape) for o in find_objects(render_clip(7)[0]))  # doctest: +SKIP
     [('blue', 'circle'), ('green', 'square')]
     """
@@ -412,10 +412,13 @@ def find_objects(image, *, max_distance: float = 90.0, min_area: int = 12) -> li
         x, y, w, h, area = (int(v) for v in stats[j])
         if area < min_area:
             continue
-        rows = np.nonzero(labels == j)[0]
-        fill = area / (w * h)
-        low = float((rows.mean() + 0.5 - y) / h)
-        found.append(ToyObject(name, _classify(fill, low), round(fill, 3), round(low, 3), area, (x, y, w, h)))
+        rows, cols = np.nonzero(labels == j)
+        dy, dx = rows - rows.mean(), cols - cols.mean()  # (area,) offsets from the centroid
+        r2 = dx * dx + dy * dy
+        corners = float((dx ** 4 + dy ** 4).mean() / max((r2 * r2).mean(), 1e-9))
+        skew = float((dy ** 3).mean() / max((dy * dy).mean(), 1e-9) ** 1.5)
+        found.append(ToyObject(name, _classify(corners, skew), round(corners, 3), round(skew, 3), area,
+                               (x, y, w, h)))
     return found
 
 

@@ -45,6 +45,16 @@ def test_fps_6_moves_four_times_fps_24():
     assert d_fast == pytest.approx(4 * d_slow)
 
 
+def test_shapes_head_away_from_the_centre():
+    """The direction is random (the start is) but readable from the first frame: straight out from the centre."""
+    for seed in range(1_000_000, 1_000_020):
+        pos = shape_positions(seed, motion_bucket_id=20, fps=30, num_frames=2)  # 0.06 px: no bounce yet
+        outward = pos[0] - 32.0
+        step = pos[1] - pos[0]
+        cos = (outward * step).sum(-1) / np.linalg.norm(outward, axis=-1) / np.linalg.norm(step, axis=-1)
+        assert np.all(cos > 0.999), (seed, cos)
+
+
 def test_subpixel_motion_is_visible():
     clip = render_clip(9, motion_bucket_id=8, fps=30)  # about 0.025 px per frame
     assert not np.array_equal(clip[0], clip[-1])

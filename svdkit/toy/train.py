@@ -68,7 +68,7 @@ POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
 POOL_FRAMES = 24
 POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPEED / 3 = 8
 
-UNET_STEPS = 2000
+UNET_STEPS = 2200
 UNET_BATCH = 8
 UNET_LR = 3e-3
 UNET_EMA = 0.995

@@ -10,19 +10,25 @@ stock diffusers ``StableDiffusionPipeline`` folder (safetensors) that loads with
    and any other text still tokenizes, byte by byte. It is a stock ``CLIPTokenizer``.
 2. **VAE.** ``AutoencoderKL`` with three blocks (64 -> 16: ``vae_scale_factor`` 4, latents 4 x 16 x 16) learns
    to reconstruct first frames (L1 + MSE + an edge term + a small KL). Downsampling 4x rather than SD's 8x keeps
-   the corners of a 12-pixel square and the point of a triangle, which the shapes are told apart by. Its
-   ``scaling_factor`` is then measured so that scaled latents have unit std, as SD's 0.18215 does.
+   the corners of a 12-pixel square and the point of a triangle, which the shapes are told apart by. Shapes
+   cover a few percent of a frame, so the pixels on and around them weigh ``1 + VAE_SHAPE_WEIGHT`` in the loss;
+   with equal weights the VAE learns the background first and, in the same number of steps, greys out the
+   colours. Its ``scaling_factor`` is then measured so that scaled latents have unit std, as SD's 0.18215 does.
 3. **Text encoder + UNet.** A tiny ``CLIPTextModel`` and ``UNet2DConditionModel`` learn together, from scratch,
    v-prediction on the latents of first frames (``DDIMScheduler`` betas, rescaled to zero terminal SNR so
    that the last training step is pure noise, as sampling starts). ``COND_DROPOUT`` of captions are replaced
    by the empty prompt "", exactly what the pipeline feeds its unconditional branch, so that classifier-free
-   guidance works. Exponential moving averages of the weights are what is saved.
+   guidance works. Exponential moving averages of the weights are what is saved. Every ``CHECK_EVERY`` steps
+   they draw held-out captions, which are read back as the benchmark does (``training_log.json`` keeps it).
 
 Scenes come from seeds below ``HELD_OUT_SEED``; the benchmark ``benchmarks/toy_text_quality.py`` draws its
-prompts from the seeds above.
+prompts from the seeds above. Every stage is seeded, so the same command on the same number of threads
+rebuilds the same weights. The VAE stage is saved with its record in ``vae/vae_log.json``, and
+``--vae-from FOLDER`` reuses it to redo only the diffusion stage: the result is the one the whole run gives.
 
 >>> # python -m svdkit.toy.train_text --smoke     # a few steps of everything, reload, generate (< 1 min)
->>> # python -m svdkit.toy.train_text             # the shipped weights (under 20 minutes on 2 CPU cores)
+>>> # python -m svdkit.toy.train_text             # the shipped weights (see training_log.json for the times)
+>>> # python -m svdkit.toy.train_text --vae-from svdkit/toy/text_model --out /tmp/again   # diffusion stage only
 """
 
 from __future__ import annotations
@@ -51,22 +57,28 @@ TEXT_MODEL_PATH = Path(__file__).parent / "text_model"
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
 SIZE = 64  # pixels; latents are SIZE / 4
-THREADS = 2
-IMAGES = 10_000  # training scenes (first frames of seeds drawn below HELD_OUT_SEED)
+THREADS = 1  # the shipped weights were trained on one thread; the same count reproduces them bit for bit
+IMAGES = 10_000  # training scenes of the diffusion stage (first frames of seeds drawn below HELD_OUT_SEED)
+VAE_IMAGES = 3_000  # training scenes of the VAE (drawn the same way; a VAE needs fewer)
 MAX_TOKENS = 24  # the longest caption is 19 tokens with its start and end tokens
 
-VAE_STEPS = 1000
+VAE_STEPS = 800
 VAE_BATCH = 12
 VAE_CROP = 32  # most VAE steps see 32x32 crops (a quarter of the cost); the last VAE_FULL of them whole frames
 VAE_FULL = 0.1
 VAE_LR = 2e-3
 VAE_KL = 1e-4  # weight of the per-element KL divergence
+VAE_SHAPE_WEIGHT = 10.0  # extra loss weight on the pixels of shapes (saturated), a few percent of a frame
+VAE_LOGVAR_INIT = -6.0  # the posterior starts narrow (std 0.05), so early latents are not drowned in noise
 
 DIFFUSION_STEPS = 1000
-DIFFUSION_BATCH = 64
+DIFFUSION_BATCH = 32  # more, smaller steps learn faster on a CPU than fewer big ones
 DIFFUSION_LR = 1.5e-3
 EMA = 0.995
 COND_DROPOUT = 0.1
+CHECK_EVERY = 250  # draw CHECK_CAPTIONS held-out captions with the averaged weights and read them back
+CHECK_CAPTIONS = 50
+CHECK_SEED = HELD_OUT_SEED + 5000  # apart from the benchmark's captions
 
 LOG_EVERY = 25
 
@@ -226,14 +238,30 @@ def _crops(images: np.ndarray, idx: np.ndarray, size: int, rng: np.random.Genera
     return np.stack(out)
 
 
+def _shape_weights(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, H, W): 1 on the background, 1 + VAE_SHAPE_WEIGHT on and around shapes.
+
+    Shapes cover a few percent of a frame; with equal weights the VAE gets their colours wrong long after the
+    background is right. Palette colours are saturated (max - min channel > 100), backgrounds are not (< 30).
+    The weight extends 3 pixels past each shape, so that bleeding colour into the background costs as much as
+    missing it: the outline is what tells the shapes apart.
+    """
+    saturation = x.amax(1, keepdim=True) - x.amin(1, keepdim=True)  # (B, 1, H, W), in [-1, 1] units
+    near = F.max_pool2d((saturation > 0.4).float(), kernel_size=7, stride=1, padding=3)
+    return 1.0 + VAE_SHAPE_WEIGHT * near
+
+
 def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: list | None = None) -> list:
     """Fit the VAE on batches of `images`; returns [(step, loss, psnr_db), ...].
 
     The VAE is convolutional, so most steps use crops (a quarter of the pixels, a quarter of the cost); the
     last `VAE_FULL` of the steps use whole frames, so that its group norms see whole-frame statistics.
+    The shapes' pixels weigh more than the background's (`_shape_weights`), and the posterior starts narrow.
     """
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
+    with torch.no_grad():  # quant_conv's outputs are (mean, logvar) for each latent channel
+        vae.quant_conv.bias[vae.config.latent_channels:] = VAE_LOGVAR_INIT
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
     sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1))
@@ -246,9 +274,11 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
         post = vae.encode(x).latent_dist
         z = post.sample()  # (B, 4, h, w)
         y = vae.decode(z).sample  # (B, 3, H, W)
+        w = _shape_weights(x)  # (B, 1, H, W)
         mse = F.mse_loss(y, x)
         edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
-        loss = F.l1_loss(y, x) + mse + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
+        loss = ((y - x).abs() * w).mean() + ((y - x) ** 2 * w).mean() + 0.5 * edge \
+            + VAE_KL * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -287,6 +317,23 @@ def vae_round_trip(vae, scenes: int = 64) -> dict:
     frames = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().movedim(1, -1).numpy()  # (N, H, W, 3)
     checks = [check_prompt(f, caption(s)) for f, s in zip(frames, seeds)]
     return {"scenes": scenes, "colours": float(np.mean([c["colours_ok"] for c in checks])),
+            "colours_shapes": float(np.mean([c["shapes_ok"] for c in checks]))}
+
+
+@torch.no_grad()
+def held_out_check(pipe, captions: int = CHECK_CAPTIONS, steps: int = 10, guidance_scale: float = 4.0) -> dict:
+    """Draw `captions` held-out captions (one seed each) and read the pictures back with
+    `svdkit.text.check_prompt`: the share with every named colour, and with every colour and its shape."""
+    from svdkit.text import check_prompt
+
+    pipe.set_progress_bar_config(disable=True)
+    seeds = range(CHECK_SEED, CHECK_SEED + captions)
+    prompts = [caption(s) for s in seeds]
+    images = pipe(prompts, height=SIZE, width=SIZE, num_inference_steps=steps, guidance_scale=guidance_scale,
+                  generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="np").images
+    checks = [check_prompt((im * 255).round().astype(np.uint8), pr) for im, pr in zip(images, prompts)]
+    return {"captions": captions, "sampling_steps": steps, "guidance_scale": guidance_scale,
+            "colours": float(np.mean([c["colours_ok"] for c in checks])),
             "colours_shapes": float(np.mean([c["shapes_ok"] for c in checks]))}
 
 
@@ -389,13 +436,15 @@ def _plot_losses(record: dict, path: Path) -> None:
 
 def _save(pipe, out: Path, tokenizer_dir: Path, record: dict) -> None:
     """Replace the contents of `out` with the pipeline (CLIP's vocab.json / merges.txt beside tokenizer.json),
-    the training record and its loss curves."""
+    the training record and its loss curves; the VAE's own record goes beside it, for ``--vae-from``."""
     if out.exists():
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     pipe.save_pretrained(out, safe_serialization=True)
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tokenizer_dir / name, out / "tokenizer" / name)
+    (out / "vae" / "vae_log.json").write_text(json.dumps(
+        {"seconds": record["wall_seconds"]["vae"], **record["vae"]}, indent=1))
     (out / "training_log.json").write_text(json.dumps(record, indent=1))
     _plot_losses(record, out / "loss.png")
 
@@ -416,15 +465,20 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the package's text_model folder)")
     p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
     p.add_argument("--images", type=int, default=IMAGES)
+    p.add_argument("--vae-images", type=int, default=VAE_IMAGES)
     p.add_argument("--vae-steps", type=int, default=VAE_STEPS)
+    p.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
+                   help="skip stage 2 and reuse the VAE (and its record) of a folder this script wrote")
     p.add_argument("--diffusion-steps", type=int, default=DIFFUSION_STEPS)
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--save-every", type=int, default=0, metavar="N",
                    help="also save the averaged weights every N diffusion steps (for slow or shared machines)")
     args = p.parse_args(argv)
+    check_every, check_captions = CHECK_EVERY, CHECK_CAPTIONS
     if args.smoke:
-        args.images, args.vae_steps, args.diffusion_steps = 64, 3, 3
+        args.images, args.vae_images, args.vae_steps, args.diffusion_steps = 64, 64, 3, 3
+        check_every, check_captions = 0, 4
     out = args.out or (Path(tempfile.mkdtemp(prefix="toy_text_smoke_")) if args.smoke else TEXT_MODEL_PATH)
     torch.set_num_threads(args.threads)
     t_start = time.time()
@@ -437,21 +491,32 @@ def main(argv: list[str] | None = None) -> Path:
     data_time = time.time() - t_start
     print(f"{len(images)} scenes rendered, vocabulary of {len(tokenizer)} tokens, {data_time:.0f}s", flush=True)
 
-    # 2. VAE, then the latents of every scene
+    # 2. VAE (or the one an earlier run of this stage saved), then the latents of every scene
     t0 = time.time()
-    vae_log = train_vae(pipe.vae, images, args.vae_steps, seed=args.seed)
+    if args.vae_from is None:
+        vae_log = train_vae(pipe.vae, render_images(args.vae_images, args.seed)[0], args.vae_steps, seed=args.seed)
+        vae_time = time.time() - t0
+        vae_record = {"images": args.vae_images, "steps": args.vae_steps, "log": vae_log}
+    else:
+        from diffusers import AutoencoderKL
+
+        pipe.register_modules(vae=AutoencoderKL.from_pretrained(args.vae_from / "vae").eval())
+        saved = json.loads((args.vae_from / "vae" / "vae_log.json").read_text())
+        vae_time = saved["seconds"]
+        vae_record = {"images": saved["images"], "steps": saved["steps"], "log": saved["log"],
+                      "from": "an earlier run of this stage with the same settings (--vae-from)"}
     mean, std = encode_images(pipe.vae, images)
     scaling_factor = float(1.0 / mean.std())
     pipe.vae.register_to_config(scaling_factor=scaling_factor)
-    vae_time = time.time() - t0
     ceiling = vae_round_trip(pipe.vae, scenes=8 if args.smoke else 64)
     print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}, latent mean {mean.mean():.3f}; "
           f"held-out round trips with every colour right {ceiling['colours']:.0%}, and every shape "
           f"{ceiling['colours_shapes']:.0%} (the most the drawings can reach)", flush=True)
 
-    # 3. text encoder and UNet, saving the averaged weights every --save-every steps if asked
+    # 3. text encoder and UNet; every CHECK_EVERY steps the averaged weights draw held-out captions
     t0 = time.time()
     diffusion_log: list = []
+    checks: list = []
 
     def record(steps_done: int) -> dict:
         return {
@@ -459,20 +524,28 @@ def main(argv: list[str] | None = None) -> Path:
             "held_out_seeds": f">= {HELD_OUT_SEED}",
             "wall_seconds": {"data": round(data_time), "vae": round(vae_time), "diffusion": round(time.time() - t0),
                              "total": round(time.time() - t_start)},
-            "vae": {"steps": args.vae_steps, "batch": VAE_BATCH, "crop": VAE_CROP, "whole_frames": VAE_FULL,
-                    "lr": VAE_LR, "kl_weight": VAE_KL, "scaling_factor": scaling_factor, "round_trip": ceiling,
-                    "columns": ["step", "loss", "psnr_db"], "log": vae_log},
+            "vae": {**vae_record, "batch": VAE_BATCH, "crop": VAE_CROP, "whole_frames": VAE_FULL, "lr": VAE_LR,
+                    "kl_weight": VAE_KL, "shape_weight": VAE_SHAPE_WEIGHT, "logvar_init": VAE_LOGVAR_INIT,
+                    "scaling_factor": scaling_factor, "round_trip": ceiling, "columns": ["step", "loss", "psnr_db"]},
             "diffusion": {"steps": args.diffusion_steps, "steps_done": steps_done, "batch": DIFFUSION_BATCH,
                           "lr": DIFFUSION_LR, "ema": EMA, "cond_dropout": COND_DROPOUT, "objective": "v_prediction",
-                          "columns": ["step", "loss"], "log": diffusion_log},
+                          "held_out_checks": checks, "columns": ["step", "loss"], "log": diffusion_log},
         }
 
-    def checkpoint(step: int) -> None:
-        _save(pipe, out, tokenizer_dir, record(step))
-        print(f"saved the averaged weights of step {step} to {out}", flush=True)
+    def check(step: int) -> None:
+        if check_every and step % check_every == 0:
+            checks.append({"step": step, **held_out_check(pipe, check_captions)})
+            print(f"step {step}: held-out captions with every colour {checks[-1]['colours']:.0%}, "
+                  f"and every shape {checks[-1]['colours_shapes']:.0%}", flush=True)
+        if args.save_every and step % args.save_every == 0:
+            _save(pipe, out, tokenizer_dir, record(step))
+            print(f"saved the averaged weights of step {step} to {out}", flush=True)
 
     train_diffusion(pipe, (mean, std), captions, args.diffusion_steps, seed=args.seed, log=diffusion_log,
-                    check=checkpoint if args.save_every else None, check_every=args.save_every)
+                    check=check, check_every=math.gcd(check_every, args.save_every))
+    checks.append({"step": args.diffusion_steps, **held_out_check(pipe, check_captions)})
+    print(f"done: held-out captions with every colour {checks[-1]['colours']:.0%}, and every shape "
+          f"{checks[-1]['colours_shapes']:.0%}", flush=True)
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
     _save(pipe, out, tokenizer_dir, record(args.diffusion_steps))

@@ -2,7 +2,8 @@
 
 Every clip is a pure function of its arguments:
 
-* ``seed`` picks the *scene*: a background, 1-3 shapes (kind, colour, size, start, direction);
+* ``seed`` picks the *scene*: a background, 1-3 shapes (kind, colour, size, start); each shape heads away
+  from the centre of the frame, so its direction is random (as its start is) yet visible in the first frame;
 * ``motion_bucket_id`` sets the speed, in pixels per **second**: 0 is still, 255 is :data:`MAX_SPEED`;
 * ``fps`` sets how much of a second passes between frames, so one frame moves ``speed / fps`` pixels.
 
@@ -133,8 +134,13 @@ def describe_scene(seed: int) -> Scene:
             x, y = rng.uniform(radius, _NATIVE - radius, size=2)
             if all(math.hypot(x - s.start[0], y - s.start[1]) > radius + s.radius + 2 for s in shapes):
                 break
-        shapes.append(Shape(str(kind), str(colour), radius, (float(x), float(y)),
-                            float(rng.uniform(0, 2 * math.pi))))
+        # Each shape heads straight away from the centre of the frame. The start is random, so the direction
+        # is too, but the first frame shows it: a tiny model can learn where things go instead of having to
+        # invent a direction. (A random angle is still drawn, and used only for a shape at the very centre.)
+        angle = float(rng.uniform(0, 2 * math.pi))
+        dx, dy = x - _NATIVE / 2, y - _NATIVE / 2
+        direction = math.atan2(dy, dx) if math.hypot(dx, dy) > 1.0 else angle
+        shapes.append(Shape(str(kind), str(colour), radius, (float(x), float(y)), direction))
     return Scene(int(seed), background, tuple(shapes))
 
 
