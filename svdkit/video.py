@@ -63,6 +63,9 @@ def _atomic_path(path: Path):
     """A temporary name beside `path` (same folder, so the final rename is atomic)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the finished file gets the usual permissions
     return Path(tmp)
 
 
