@@ -73,7 +73,8 @@ table[["motion_bucket_id", "seed", "motion", "frame_diff", "flicker", "psnr_firs
     ("md", """\
 ## 2 · The motion curve
 
-Each clip gets a few numbers, measured on its frames after step 4:"""),
+Each clip gets a few numbers, measured on its frames once step 4 (**decode**) has turned the latents back into
+pixels. None of them needs the model, so they work the same for the toy and for real SVD:"""),
     ("code", '''\
 for name, meaning in metrics.METRICS.items():
     print(f"{name:>10}: {meaning}")'''),
@@ -93,8 +94,9 @@ views.plot_metric(table, "motion_bucket_id", "psnr_first",
     ("md", """\
 ## 3 · Watch them
 
-All buckets of one seed side by side, in sync, and a contact sheet: one row per clip, its frames left to
-right."""),
+All buckets of one seed side by side, in sync. They share step 1 (the same image latents and embedding) and
+start step 3 from the same noise, so whatever differs between them is what the bucket did in step 3. Then a
+contact sheet: one row per clip, its frames left to right."""),
     ("code", '''\
 grid = views.grid_video(table[table.seed == seed], fps=fps, path=out / "buckets.mp4")
 grid.show()'''),
@@ -104,8 +106,9 @@ sheet'''),
     ("md", """\
 ## 4 · Compare two buckets
 
-Pick two buckets and a seed: the two clips play side by side, with their measurements. (The same comparison
-without widgets: `views.compare(table, a, b)`.)"""),
+Pick two buckets and a seed: the two clips play side by side, with their measurements. Their conditioning
+differs in one number of step 2, nothing else. (The same comparison without widgets:
+`views.compare(table, a, b)`.)"""),
     ("code", '''\
 views.compare_widget(table, by="motion_bucket_id")'''),
     ("code", '''\
@@ -113,8 +116,9 @@ print(views.compare(table, bucket_values[0], bucket_values[-1], seed=seed).text)
     ("md", """\
 ## 5 · So what does motion_bucket_id do?
 
-The answer below is computed from this run's numbers: run it on another model or image and it changes with
-them."""),
+The bucket is only a number handed to the UNet in step 2; what it does is whatever step 3 learned to make of
+it. The answer below is computed from this run's numbers: run it on another model or image and it changes
+with them."""),
     ("code", '''\
 t = sweep.trend(table, "motion_bucket_id", "motion")
 rho, ratio = t["spearman"], t["ratio"]
@@ -207,9 +211,10 @@ for rate in playback_rates:
     ("md", """\
 ## 2 · Conditioning fps: the model is told how much time passes
 
-Now the other fps. Same image, bucket and seeds; only the fps given to the model changes, and every clip is
-played at the same rate. If the model learned what fps means, a clip "filmed" at high fps moves less between
-two frames: the same speed, spread over more frames."""),
+Now the other fps. It enters in step 2, beside the bucket, and only step 3 can act on it. Same image, bucket
+and seeds; only the fps given to the model changes, and every clip is played at the same rate. If the model
+learned what fps means, a clip "filmed" at high fps moves less between two frames: the same speed, spread over
+more frames."""),
     ("code", '''\
 table = sweep(pipe, picture, {"fps": fps_values, "motion_bucket_id": motion_bucket_id,
                               "num_inference_steps": num_inference_steps},
@@ -258,7 +263,8 @@ fps of 6 (its registry row uses that)."""),
     ("md", """\
 ## 4 · So what does fps do?
 
-Computed from this run's numbers:"""),
+Playback fps never reaches steps 1-4; conditioning fps reaches step 2 as one number. Computed from this run's
+numbers:"""),
     ("code", '''\
 t = sweep.trend(table, "fps", "motion")
 rho, slope = t["spearman"], t["loglog_slope"]

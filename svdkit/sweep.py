@@ -86,7 +86,7 @@ from svdkit import sampling
 from svdkit.sampling import GENERATE_PARAMS
 from svdkit.video import write_video
 
-__all__ = ["sweep", "plan", "Point", "read_sweep", "load_frames", "trend", "computed_log",
+__all__ = ["sweep", "plan", "check_grid", "Point", "read_sweep", "load_frames", "trend", "computed_log",
            "linspace", "logspace", "ints", "AXES", "image_hash", "model_fingerprint", "main_from_toml",
            "add_sweep_parser"]
 
@@ -146,6 +146,8 @@ def ints(start: int, stop: int, step: int = 1) -> list[int]:
 
 
 _RANGES = {"linspace": linspace, "logspace": logspace, "ints": ints}
+_RANGE_ARGS = {"linspace": "[start, stop, num]", "logspace": "[start, stop, num]",
+               "ints": "[start, stop] or [start, stop, step]"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -264,7 +266,10 @@ def _axes(grid: dict | None, seeds) -> tuple[dict, dict]:
             kind = next(iter(value)) if len(value) == 1 else None
             if kind not in _RANGES:
                 raise ValueError(f"grid[{name!r}]: a range is {{linspace|logspace|ints = [...]}}, got {value!r}")
-            value = _RANGES[kind](*value[kind])
+            args = value[kind]
+            if not isinstance(args, (list, tuple)) or not 2 + (kind != "ints") <= len(args) <= 3:
+                raise ValueError(f"grid[{name!r}]: {kind} takes {_RANGE_ARGS[kind]}, got {args!r}")
+            value = _RANGES[kind](*args)
         if isinstance(value, (list, tuple, np.ndarray, range)):
             values = list(value)
             if not values:
@@ -286,39 +291,81 @@ def plan(pipe, image, grid: dict | None = None, *, seeds=(0,)) -> list[Point]:
     """
     import svdkit
 
+    settings = _settings(grid, seeds, lambda values, guidance: sampling.check_params(pipe, values, guidance))
     images = _images(image)
     hashes = [image_hash(item) for _, item in images]
-    axes, fixed = _axes(grid, seeds)
     model = model_fingerprint(pipe)
-    # seeds vary fastest, so the seeds of one setting sit next to each other
-    order = [n for n in axes if n != "seed"] + ["seed"]
     points = []
     for image_index in range(len(images)):
-        for combo in itertools.product(*(axes[n] for n in order)):
-            values = {**fixed, **dict(zip(order, combo))}
-            seed = values.pop("seed")
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-                raise ValueError(f"seeds must be integers, got {seed!r}")
-            guidance = values.pop("guidance", None)
-            speed = {k: values.pop(k, default) for k, default in SPEED_OPTIONS.items()}
-            if not isinstance(speed["skip_uncond"], bool):
-                raise ValueError(f"skip_uncond must be True or False, got {speed['skip_uncond']!r}")
-            if isinstance(speed["cache_interval"], bool) or not isinstance(speed["cache_interval"], (int, np.integer)) \
-                    or speed["cache_interval"] < 1:
-                raise ValueError(f"cache_interval must be an integer >= 1, got {speed['cache_interval']!r}")
-            guidance = tuple(guidance) if isinstance(guidance, (list, tuple, np.ndarray)) else guidance
-            p = sampling.check_params(pipe, values, guidance)
-            scales = tuple(float(g) for g in p.pop("guidance"))  # float32 values, exactly
-            identity = {"image": hashes[image_index], "seed": int(seed), "params": p,
+        for seed, p, guidance, scales, speed in settings:
+            identity = {"image": hashes[image_index], "seed": seed, "params": p,
                         "scales": [round(g, 6) for g in scales],
                         "model": model, "svdkit": svdkit.__version__}
             # speed-ups change the clip, so they name it; at their defaults they are left out, so that the
             # ids of plain points stay what they were before the options existed
             identity.update({k: v for k, v in speed.items() if v != SPEED_OPTIONS[k]})
-            points.append(Point(index=len(points), image_index=image_index, seed=int(seed), params=p,
+            points.append(Point(index=len(points), image_index=image_index, seed=seed, params=p,
                                 guidance=guidance if guidance is not None else "linear", scales=scales,
                                 speed=speed, id=_digest(_canonical(identity))))
     return points
+
+
+def _settings(grid, seeds, check) -> list[tuple]:
+    """Every combination of the grid's axes, checked: (seed, params, guidance, scales, speed) in plan order.
+
+    `check(values, guidance)` validates one combination and fills in its defaults (`sampling.check_params`);
+    any bad value raises here, before a model does any work.
+    """
+    axes, fixed = _axes(grid, seeds)
+    # seeds vary fastest, so the seeds of one setting sit next to each other
+    order = [n for n in axes if n != "seed"] + ["seed"]
+    out = []
+    for combo in itertools.product(*(axes[n] for n in order)):
+        values = {**fixed, **dict(zip(order, combo))}
+        seed = values.pop("seed")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seeds must be integers, got {seed!r}")
+        guidance = values.pop("guidance", None)
+        speed = {k: values.pop(k, default) for k, default in SPEED_OPTIONS.items()}
+        if not isinstance(speed["skip_uncond"], bool):
+            raise ValueError(f"skip_uncond must be True or False, got {speed['skip_uncond']!r}")
+        if isinstance(speed["cache_interval"], bool) or not isinstance(speed["cache_interval"], (int, np.integer)) \
+                or speed["cache_interval"] < 1:
+            raise ValueError(f"cache_interval must be an integer >= 1, got {speed['cache_interval']!r}")
+        guidance = tuple(guidance) if isinstance(guidance, (list, tuple, np.ndarray)) else guidance
+        p = check(values, guidance)
+        scales = tuple(float(g) for g in p.pop("guidance"))  # float32 values, exactly
+        out.append((int(seed), p, guidance, scales, speed))
+    return out
+
+
+def check_grid(grid: dict | None = None, *, seeds=(0,), model: str = "toy") -> int:
+    """Check a sweep's grid without loading the model (what `python -m svdkit sweep` does first).
+
+    Raises the error `plan()` would, naming the parameter and its valid range; returns the number of settings
+    per image. Defaults come from the model's registry row (`svdkit.MODELS`), else generic SVD ones.
+
+    >>> check_grid({"motion_bucket_id": linspace(0, 255, 8)}, seeds=[0, 1])
+    16
+    >>> check_grid({"fps": [7, 0]})
+    Traceback (most recent call last):
+    ...
+    ValueError: fps must be an integer >= 1, got 0
+    """
+    import warnings
+
+    from svdkit.models import MODELS
+
+    spec = MODELS.get(model)
+
+    def check(values, guidance):
+        if spec is None and "num_frames" not in values and isinstance(guidance, tuple):
+            values = {**values, "num_frames": len(guidance)}  # the model's frame count is unknown until loaded
+        with warnings.catch_warnings():  # plan() warns again, once the model is known
+            warnings.simplefilter("ignore")
+            return sampling.check_params(None, values, guidance, spec=spec)
+
+    return len(_settings(grid, seeds, check))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -468,6 +515,12 @@ def _run_batch(pipe, batch: list[Point], cache: _Stage1Cache) -> list[np.ndarray
     return [sampling.decode_latents(pipe, out[i: i + 1], p["decode_chunk_size"] or F) for i in range(len(batch))]
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or batch_size != "auto" and (not isinstance(batch_size, (int, np.integer))
+                                                                 or batch_size < 1):
+        raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got {batch_size!r}")
+
+
 def _metric_functions(metrics) -> dict:
     """name -> function(frames, image) from "all", None, a list of metric names, or a dict of functions."""
     from svdkit import metrics as m
@@ -596,19 +649,22 @@ def sweep(pipe, image, grid: dict | None = None, *, seeds=(0,), out_dir, batch_s
       A pandas DataFrame, one row per point in plan order: image, seed, the axes, the metrics, clip (mp4
       path), frames (npz path), then every other parameter and where/when/how fast it was computed;
       `reused` is True for points found finished in out_dir.
+
+    Raises:
+      ValueError (FileNotFoundError for a missing image) naming the bad parameter and what is valid, before
+      any model work and before anything is written into out_dir.
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    (out_dir / "points").mkdir(parents=True, exist_ok=True)
     shard = (0, 1) if shard is None else (int(shard[0]), int(shard[1]))
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
-    if batch_size != "auto" and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got {batch_size!r}")
+    _check_batch_size(batch_size)
     functions = _metric_functions(metrics)
 
-    # 0. Plan: every point, its id, and which of them are this process's.
+    # 0. Plan: every point, its id, and which of them are this process's. Bad input stops here, before any
+    #    model work and before anything is written.
     images = _images(image)
     labels = [label for label, _ in images]
     loaded = [sampling.load_image(item) for _, item in images]
@@ -616,6 +672,7 @@ def sweep(pipe, image, grid: dict | None = None, *, seeds=(0,), out_dir, batch_s
     axes, _ = _axes(grid, seeds)
     points = [pt for pt in plan(pipe, loaded, grid, seeds=seeds) if pt.index % shard[1] == shard[0]]
     model = model_fingerprint(pipe)
+    (out_dir / "points").mkdir(parents=True, exist_ok=True)
 
     # 1. What is done already (intact files); add metrics it lacks from its stored frames.
     rows: dict[str, dict] = {}
@@ -807,6 +864,12 @@ def _config(path) -> dict:
         cfg["model"] = str(here / model)
     cfg.setdefault("grid", {})
     cfg.setdefault("seeds", [0])
+    # Everything that can be checked without the model, so that a typo fails in a second, not after loading it.
+    for image in cfg["images"]:
+        sampling.load_image(image)
+    check_grid(cfg["grid"], seeds=cfg["seeds"], model=model)
+    _check_batch_size(cfg.get("batch_size", "auto"))
+    _metric_functions(cfg.get("metrics", "all"))
     return cfg
 
 

@@ -33,25 +33,21 @@ def _run(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
 
 
 def toy_responds(ok: bool, message: str):
-    """The bundled toy's interim weights have not learned motion_bucket_id / fps yet: report that as an
-    expected failure (visible in every run) until retrained weights land; then the assertions below it run."""
-    if not ok:
-        pytest.xfail(f"interim toy weights: {message}")
+    """What the bundled toy must show: it has learned what motion_bucket_id and fps mean (benchmarks/toy_quality.py)."""
+    assert ok, f"the toy does not follow its conditioning: {message}"
 
 
-@pytest.mark.xfail(reason="fails on the interim toy weights (not yet diagnosed); to be fixed with the retrained toy",
-                   strict=False)
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_motion_bucket_notebook(tmp_path):
     summary, out = _run(NAMES[0], tmp_path, seeds=[0, 1], num_inference_steps=8, buckets=4)
     assert summary["buckets"] == [0, 85, 170, 255] and summary["points"] == 8
     motion = summary["mean_motion"]
     assert all(math.isfinite(m) and m >= 0 for m in motion)
-    assert summary["distinct_steps"] >= 1 and isinstance(summary["answer"], str) and summary["answer"]
+    assert summary["distinct_steps"] >= 0 and isinstance(summary["answer"], str) and summary["answer"]
     assert Path(summary["grid_video"]).stat().st_size > 0 and Path(summary["contact_sheet"]).is_file()
     assert len(list((out / "sweep" / "points").glob("*.json"))) == 8
     # what the toy must show once it has learned its conditioning (the toy-world issue)
-    toy_responds(motion[-1] > motion[0] + 0.5 and summary["spearman"] > 0.7
+    toy_responds(motion[-1] > motion[0] + 0.5 and summary["spearman"] > 0.7 and summary["distinct_steps"] >= 1
                  and "motion_bucket_id sets how much the clip moves" in summary["answer"],
                  f"the toy should move more at bucket 255 than at 0: {motion}, spearman {summary['spearman']}")
 
