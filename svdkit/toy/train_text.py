@@ -28,7 +28,7 @@ rebuilds the same weights. The VAE stage is saved with its record in ``vae/vae_l
 
 >>> # python -m svdkit.toy.train_text --smoke     # a few steps of everything, reload, generate (< 1 min)
 >>> # python -m svdkit.toy.train_text             # the shipped weights (see training_log.json for the times)
->>> # python -m svdkit.toy.train_text --vae-from svdkit/toy/text_model --out /tmp/again   # diffusion stage only
+>>> # python -m svdkit.toy.train_text --vae-from svdkit/toy/text_model --out retrained   # diffusion stage only
 """
 
 from __future__ import annotations
