@@ -14,22 +14,11 @@ import nbformat
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
+from make_notebooks import LOAD as _LOAD  # noqa: E402
 from make_notebooks import SETUP, SUMMARY, build  # noqa: E402
 
-LOAD = '''\
-%matplotlib inline
-import json
-from pathlib import Path
-
-import numpy as np
-import svdkit
-from svdkit import metrics, sweep, viz, views
-
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-pipe = svdkit.load_pipeline(model, device=device)
-picture = svdkit.load_image(image) if image else viz.example_image()
-picture'''
+# The shared loading cell, with the sweep modules imported.
+LOAD = _LOAD.replace("from svdkit import viz, widgets", "from svdkit import metrics, sweep, viz, views")
 
 # ------------------------------------------------------------------------------------------------ 03
 

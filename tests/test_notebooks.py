@@ -113,29 +113,45 @@ def test_notebook(name, params, check, tmp_path):
     check(summary, out)
 
 
-@pytest.mark.parametrize("name", [p.values[0] for p in NOTEBOOKS])
-def test_committed_notebooks_are_clean(name):
-    """Notebooks are committed without outputs or execution counts, with one cell tagged `parameters`."""
+def assert_clean(path: Path, knobs=("device", "seed", "num_inference_steps", "out_dir")) -> list:
+    """A committed notebook has no outputs or execution counts and one `parameters` cell setting `knobs`;
+    returns its code cells."""
     import nbformat
-    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and 'model = "toy"' in tagged[0].source
-    for knob in ("device", "seed", "num_inference_steps", "out_dir"):
+    for knob in knobs:
         assert f"\n{knob} = " in "\n" + tagged[0].source
+    return code
 
 
-def test_committed_notebooks_match_their_generator():
-    """notebooks/make_notebooks.py writes 00-02 and 06; the committed files must be what it writes now."""
+def assert_matches_generator(script: str) -> None:
+    """Every notebook that `notebooks/<script>` writes is, cell for cell, what the committed file holds."""
     import importlib.util
 
     import nbformat
-    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS_DIR / "make_notebooks.py")
-    generator = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generator)
+    sys.path.insert(0, str(NOTEBOOKS_DIR))  # the sweep generator imports make_notebooks
+    try:
+        spec = importlib.util.spec_from_file_location(Path(script).stem, NOTEBOOKS_DIR / script)
+        generator = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(generator)
+    finally:
+        sys.path.remove(str(NOTEBOOKS_DIR))
     for name, cells in generator.NOTEBOOKS.items():
         committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
         built = generator.build(cells, Path(name).stem)
         assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in built.cells], \
-            f"{name} differs from notebooks/make_notebooks.py: run python notebooks/make_notebooks.py"
+            f"{name} differs from notebooks/{script}: run python notebooks/{script}"
+
+
+@pytest.mark.parametrize("name", [p.values[0] for p in NOTEBOOKS])
+def test_committed_notebooks_are_clean(name):
+    """Notebooks are committed without outputs or execution counts, with one cell tagged `parameters`."""
+    assert_clean(NOTEBOOKS_DIR / name)
+
+
+def test_committed_notebooks_match_their_generator():
+    """notebooks/make_notebooks.py writes 00-02 and 06; the committed files must be what it writes now."""
+    assert_matches_generator("make_notebooks.py")

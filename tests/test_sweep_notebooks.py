@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_notebooks import assert_clean, assert_matches_generator
+
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
 
@@ -46,7 +48,7 @@ def test_motion_bucket_notebook(tmp_path):
     assert summary["distinct_steps"] >= 0 and isinstance(summary["answer"], str) and summary["answer"]
     assert Path(summary["grid_video"]).stat().st_size > 0 and Path(summary["contact_sheet"]).is_file()
     assert len(list((out / "sweep" / "points").glob("*.json"))) == 8
-    # what the toy must show once it has learned its conditioning (the toy-world issue)
+    # what the toy must show: it has learned its conditioning (benchmarks/toy_quality.py)
     toy_responds(motion[-1] > motion[0] + 0.5 and summary["spearman"] > 0.7 and summary["distinct_steps"] >= 1
                  and "motion_bucket_id sets how much the clip moves" in summary["answer"],
                  f"the toy should move more at bucket 255 than at 0: {motion}, spearman {summary['spearman']}")
@@ -61,7 +63,7 @@ def test_fps_notebook(tmp_path):
     a, b = summary["playback"]
     assert (a["seconds"], b["seconds"]) == pytest.approx((14 / 4, 14 / 16))
     assert a["motion_px_per_frame"] == pytest.approx(b["motion_px_per_frame"], abs=0.1)  # same frames
-    # what the toy must show once it has learned its conditioning (the toy-world issue)
+    # what the toy must show: it has learned its conditioning (benchmarks/toy_quality.py)
     toy_responds(motion[0] > motion[-1] and summary["spearman"] < -0.5 and summary["loglog_slope"] < 0,
                  f"the toy should move less per frame at fps 24 than at 4: {motion}, spearman {summary['spearman']}")
 
@@ -69,32 +71,10 @@ def test_fps_notebook(tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_notebooks_are_clean(name):
     """Committed without outputs or execution counts; one `parameters` cell with the shared knobs."""
-    import nbformat
-    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and 'model = "toy"' in tagged[0].source
-    for knob in ("device", "seed", "seeds", "num_inference_steps", "out_dir"):
-        assert f"\n{knob} = " in "\n" + tagged[0].source
+    code = assert_clean(NOTEBOOKS_DIR / name, ("device", "seed", "seeds", "num_inference_steps", "out_dir"))
     assert "SVDKIT_SOURCE" in code[0].source and "enable_custom_widget_manager" in code[0].source
 
 
 def test_committed_notebooks_match_their_generator():
     """notebooks/make_sweep_notebooks.py writes 03 and 04; the committed files must be what it writes now."""
-    import importlib.util
-    import sys
-
-    import nbformat
-    sys.path.insert(0, str(NOTEBOOKS_DIR))
-    try:
-        spec = importlib.util.spec_from_file_location("make_sweep_notebooks", NOTEBOOKS_DIR / "make_sweep_notebooks.py")
-        generator = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(generator)
-    finally:
-        sys.path.remove(str(NOTEBOOKS_DIR))
-    for name, cells in generator.NOTEBOOKS.items():
-        committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-        built = generator.build(cells, Path(name).stem)
-        assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in built.cells], \
-            f"{name} differs from notebooks/make_sweep_notebooks.py: run python notebooks/make_sweep_notebooks.py"
+    assert_matches_generator("make_sweep_notebooks.py")

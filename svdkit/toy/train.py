@@ -357,11 +357,12 @@ def _save_unet_snapshot(unet, params: dict, folder: Path) -> None:
     copy.save_pretrained(folder, safe_serialization=True)
 
 
-def _warmup_cosine(opt, steps: int, warmup: int):
+def _warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1):
+    """Linear warm-up over `warmup` steps, then a cosine from the full rate down to `floor` of it."""
     def factor(i):
         if i < warmup:
             return (i + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svdkit.toy.train import _edges, _to_model, _warmup_cosine  # the same helpers as the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 __all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
@@ -210,24 +211,7 @@ def render_images(n: int, seed: int = SEED) -> tuple[np.ndarray, list[str]]:
     return images, [caption(int(s)) for s in seeds]
 
 
-def _to_model(images: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1], the VAE's pixel range."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float() / 127.5 - 1.0
-    return x.movedim(-1, -3)
-
-
-def _warmup_cosine(opt, steps: int, warmup: int):
-    def factor(i):
-        if i < warmup:
-            return (i + 1) / warmup
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
 # ------------------------------------------------------------------------------ 2. VAE
-def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
-
 
 def _crops(images: np.ndarray, idx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Square crops of `size` pixels at offsets on the latent grid (multiples of 8), one per index."""
@@ -264,7 +248,7 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
         vae.quant_conv.bias[vae.config.latent_channels:] = VAE_LOGVAR_INIT
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
-    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1))
+    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), floor=0.05)
     log = [] if log is None else log
     t0 = time.time()
     for step in range(steps):
@@ -361,7 +345,7 @@ def train_diffusion(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: 
     text_encoder.train()
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=DIFFUSION_LR, weight_decay=0.01)
-    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1))
+    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), floor=0.05)
     log = [] if log is None else log
     t0 = time.time()
     for step in range(steps):
