@@ -569,8 +569,9 @@ def build(cells: list[tuple[str, str]], stem: str) -> nbformat.NotebookNode:
     return nb
 
 
-def main() -> None:
-    for name, cells in NOTEBOOKS.items():
+def main(notebooks: dict | None = None) -> None:
+    """Write `notebooks` ({file name: cells}; default: this file's NOTEBOOKS) beside this script."""
+    for name, cells in (NOTEBOOKS if notebooks is None else notebooks).items():
         path = HERE / name
         nbformat.write(build(cells, path.stem), path)
         print("wrote", path)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from make_notebooks import LOAD as _LOAD  # noqa: E402
 from make_notebooks import SETUP, SUMMARY, build  # noqa: E402
+from make_notebooks import main as write_notebooks  # noqa: E402
 
 # The shared loading cell, with the sweep modules imported.
 LOAD = _LOAD.replace("from svdkit import viz, widgets", "from svdkit import metrics, sweep, viz, views")
@@ -289,12 +289,5 @@ NOTEBOOKS = {
 }
 
 
-def main() -> None:
-    for name, cells in NOTEBOOKS.items():
-        path = HERE / name
-        nbformat.write(build(cells, path.stem), path)
-        print("wrote", path)
-
-
 if __name__ == "__main__":
-    main()
+    write_notebooks(NOTEBOOKS)
