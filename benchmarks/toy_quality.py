@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.toy import MODEL_PATH  # noqa: E402
+from svdkit.toy.train import count  # noqa: E402
 from svdkit.toy.world import HELD_OUT_SEED, describe_scene, detect_shapes, pixels_per_frame, render_clip  # noqa: E402
 
 BUCKETS = (0, 32, 64, 128, 192, 255)
@@ -111,9 +112,9 @@ def report(name: str, value: float, target: str, ok: bool, extra: str = "") -> b
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="3 scenes per setting instead of 8")
-    p.add_argument("--scenes", type=int, default=None)
+    p.add_argument("--scenes", type=count(1), default=None)
     p.add_argument("--model", type=Path, default=MODEL_PATH)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count(1), default=2)
     p.add_argument("--samples", type=Path, default=None, metavar="PREFIX",
                    help="also write PREFIX.png (filmstrips) and PREFIX.gif (side by side) of the first scene's clips")
     args = p.parse_args(argv)

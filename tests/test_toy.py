@@ -115,3 +115,12 @@ def test_training_smoke_run(tmp_path):
     assert "frames (14, 64, 64, 3)" in done.stdout
     assert (out / "training_log.json").exists() and (out / "loss.png").exists()
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args, name", [(["--unet-steps", "-1"], "--unet-steps"), (["--pool-scenes", "0"], "--pool-scenes"),
+                                        (["--threads", "two"], "--threads")])
+def test_training_rejects_bad_counts_before_any_work(args, name, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", *args, "--out", str(tmp_path / "m")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and name in done.stderr and "must be an integer >=" in done.stderr
+    assert not (tmp_path / "m").exists() and "vae" not in done.stdout

@@ -396,20 +396,33 @@ def _smoke_generate(folder: Path) -> tuple:
     return frames.shape
 
 
+def count(minimum: int = 1):
+    """An argparse type: an integer >= `minimum`, else a clear error naming the valid range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m svdkit.toy.train", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the package's model folder)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
-    p.add_argument("--vae-steps", type=int, default=VAE_STEPS)
-    p.add_argument("--pool-scenes", type=int, default=POOL_SCENES)
-    p.add_argument("--unet-steps", type=int, default=UNET_STEPS)
+    p.add_argument("--vae-steps", type=count(1), default=VAE_STEPS)
+    p.add_argument("--pool-scenes", type=count(1), default=POOL_SCENES)
+    p.add_argument("--unet-steps", type=count(1), default=UNET_STEPS)
     p.add_argument("--vae-from", type=Path, default=None,
                    help="skip stage 1 and reuse the trained VAE of this pipeline folder (its log too)")
     p.add_argument("--only-vae", action="store_true", help="stop after stage 1 (saves OUT/vae)")
-    p.add_argument("--checkpoint-every", type=int, default=0, help="save the EMA UNet to OUT_unet_checkpoint")
-    p.add_argument("--threads", type=int, default=THREADS)
-    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--checkpoint-every", type=count(0), default=0, help="save the EMA UNet to OUT_unet_checkpoint")
+    p.add_argument("--threads", type=count(1), default=THREADS)
+    p.add_argument("--seed", type=count(0), default=SEED)
     args = p.parse_args(argv)
     batches = dict(vae=VAE_BATCH, unet=UNET_BATCH)
     if args.smoke:

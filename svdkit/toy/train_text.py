@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.train import _edges, _to_model, _warmup_cosine  # the same helpers as the toy SVD's
+from svdkit.toy.train import _edges, _to_model, _warmup_cosine, count  # the same helpers as the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 __all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
@@ -448,15 +448,15 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m svdkit.toy.train_text", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the package's text_model folder)")
     p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
-    p.add_argument("--images", type=int, default=IMAGES)
-    p.add_argument("--vae-images", type=int, default=VAE_IMAGES)
-    p.add_argument("--vae-steps", type=int, default=VAE_STEPS)
+    p.add_argument("--images", type=count(1), default=IMAGES)
+    p.add_argument("--vae-images", type=count(1), default=VAE_IMAGES)
+    p.add_argument("--vae-steps", type=count(1), default=VAE_STEPS)
     p.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
                    help="skip stage 2 and reuse the VAE (and its record) of a folder this script wrote")
-    p.add_argument("--diffusion-steps", type=int, default=DIFFUSION_STEPS)
-    p.add_argument("--threads", type=int, default=THREADS)
-    p.add_argument("--seed", type=int, default=SEED)
-    p.add_argument("--save-every", type=int, default=0, metavar="N",
+    p.add_argument("--diffusion-steps", type=count(1), default=DIFFUSION_STEPS)
+    p.add_argument("--threads", type=count(1), default=THREADS)
+    p.add_argument("--seed", type=count(0), default=SEED)
+    p.add_argument("--save-every", type=count(0), default=0, metavar="N",
                    help="also save the averaged weights every N diffusion steps (for slow or shared machines)")
     args = p.parse_args(argv)
     check_every, check_captions = CHECK_EVERY, CHECK_CAPTIONS
