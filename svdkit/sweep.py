@@ -900,14 +900,19 @@ def main_from_toml(path, *, progress: bool = True):
     if n > 1:
         from accelerate.utils import gather_object
         computed = gather_object(computed)  # every process's list, concatenated (this also waits for all)
-    if not state.is_main_process:
-        return None
-    # With several processes, every point is done now: this pass only reads and checks them (and would redo
-    # any a process lost).
-    table = mine if n == 1 else sweep(pipe, cfg["images"], cfg["grid"], progress=False, **kwargs)
-    table["reused"] = ~table["id"].isin(set(computed))
-    csv = table.drop(columns=["reused"])
-    _write_atomic(Path(cfg["out_dir"]) / "sweep.csv", lambda tmp: csv.to_csv(tmp, index=False))
+    table = None
+    if state.is_main_process:
+        # With several processes, every point is done now: this pass only reads and checks them (and would
+        # redo any a process lost).
+        table = mine if n == 1 else sweep(pipe, cfg["images"], cfg["grid"], progress=False, **kwargs)
+        table["reused"] = ~table["id"].isin(set(computed))
+        csv = table.drop(columns=["reused"])
+        _write_atomic(Path(cfg["out_dir"]) / "sweep.csv", lambda tmp: csv.to_csv(tmp, index=False))
+    if n > 1:
+        # Leave together, and close the process group first: a process that exits while gloo's threads still
+        # run is aborted ("terminate called without an active exception"), and the launcher then fails all.
+        state.wait_for_everyone()
+        state.destroy_process_group()
     return table
 
 
