@@ -14,6 +14,11 @@ Both sides make the same 8 clips (motion_bucket_id 0, 36, ..., 255; seed 0; the 
 One warm-up call runs first, so neither side pays for the first call; then `--repeat` rounds alternate the
 two, and each side's best round counts (a busy machine slows single rounds). Prints both times, the ratio,
 and how far the sweep's frames are from the loop's (batching changes float rounding: a few values by 1 of 255).
+
+It also prints the ceiling: every point needs its own `num_inference_steps` guided UNet passes (the points
+differ in their time ids, which enter every block), so no sweep engine can take less than the UNet alone at
+its most efficient batch size. That floor is timed here on the same inputs, at batch 1 and at the sweep's
+batch size, and `loop time / floor` is the best speed-up this machine allows.
 Exit status 1 when the sweep is less than `--target` (2) times faster.
 """
 
@@ -44,6 +49,32 @@ def load(model: str):
         from tests.conftest import make_tiny_pipeline
         return make_tiny_pipeline(num_frames=14)
     return svdkit.load_pipeline(model)
+
+
+@torch.inference_mode()
+def unet_floor(pipe, table, rounds: int = 3) -> dict:
+    """Seconds per point of the UNet passes alone (guided), at batch 1 and at the sweep's batch size."""
+    row = table.iloc[0]
+    steps, frames = int(row["num_inference_steps"]), int(row["num_frames"])
+    h, w = int(row["height"]) // pipe.vae_scale_factor, int(row["width"]) // pipe.vae_scale_factor
+    unet = pipe.unet
+    c = unet.config
+    out = {}
+    for b in sorted({1, int(table["batch_size"].max())}):
+        n = 2 * b  # with guidance, each point is two rows: unconditional and conditional
+        x = torch.randn(n, frames, c.in_channels, h, w, dtype=unet.dtype, device=unet.device)
+        emb = torch.randn(n, 1, c.cross_attention_dim, dtype=unet.dtype, device=unet.device)
+        ids = torch.tensor([[6.0, 127.0, 0.02]] * n, dtype=unet.dtype, device=unet.device)
+        t = torch.full((n,), 0.5, dtype=unet.dtype, device=unet.device)
+        unet(x, t, emb, added_time_ids=ids)  # warm-up
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(steps):
+                unet(x, t, emb, added_time_ids=ids)
+            best = min(best, time.perf_counter() - started)
+        out[b] = best / b
+    return out
 
 
 def main(argv=None) -> int:
@@ -109,6 +140,10 @@ def main(argv=None) -> int:
     print(f"svdkit.sweep (batch {batch}):  {sweep_s:7.2f} s  ({sweep_s / len(buckets):.2f} s a clip, "
           f"files and metrics included)  rounds: {' '.join(f'{t:.1f}' for t in sweep_times)}")
     print(f"speed-up: {ratio:.2f}x (target >= {args.target:g}x)  {'PASS' if ratio >= args.target else 'FAIL'}")
+    floor = unet_floor(pipe, table)
+    best = min(floor.values())
+    print(f"ceiling: the UNet passes alone take {', '.join(f'{s:.2f} s a point at batch {b}' for b, s in floor.items())};"
+          f" no sweep can beat {loop_s / len(buckets):.2f} / {best:.2f} = {loop_s / len(buckets) / best:.2f}x here")
     print(f"frames vs the loop: max |diff| {max(d.max() for d in diffs)}, "
           f"{100 * min((d == 0).mean() for d in diffs):.3f}% of values equal (worst clip)")
     return 0 if ratio >= args.target else 1

@@ -124,3 +124,32 @@ def test_training_rejects_bad_counts_before_any_work(args, name, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and name in done.stderr and "must be an integer >=" in done.stderr
     assert not (tmp_path / "m").exists() and "vae" not in done.stdout
+
+
+def test_vae_training_weighs_shapes_and_crops_on_the_latent_grid():
+    """The VAE's loss weights: 1 on the background, 1 + weight on a shape and 3 pixels around it; its crops keep
+    one window for every frame of a chunk, at multiples of 8 pixels (the latent grid)."""
+    import torch
+
+    from svdkit.toy.train import _crop, _to_model, shape_weights
+
+    clip = render_clip(3, 255, 7, num_frames=4)  # (4, 64, 64, 3)
+    w = shape_weights(_to_model(clip), 10.0)[:, 0]  # (4, 64, 64)
+    saturated = clip.max(-1).astype(int) - clip.min(-1) > 100
+    assert torch.all(w[torch.from_numpy(saturated)] == 11.0)
+    far = np.ones_like(saturated)  # pixels more than 4 away from any shape pixel
+    for dy in range(-4, 5):
+        for dx in range(-4, 5):
+            far &= ~np.roll(saturated, (dy, dx), axis=(1, 2))
+    assert torch.all(w[torch.from_numpy(far)] == 1.0) and 0.0 < saturated.mean() < 0.5
+
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(50):
+        crop = _crop(clip, 32, rng)
+        assert crop.shape == (4, 32, 32, 3)
+        hits = [(y, x) for y in range(0, 33, 8) for x in range(0, 33, 8)
+                if all(np.array_equal(crop[f], clip[f, y: y + 32, x: x + 32]) for f in range(4))]
+        assert hits
+        offsets.add(hits[0])
+    assert len(offsets) > 5

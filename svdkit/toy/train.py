@@ -4,7 +4,11 @@ The result is a stock diffusers ``StableVideoDiffusionPipeline`` folder (safeten
 the conditioning of the real model exactly as the diffusers pipeline builds it at sampling time:
 
 1. **VAE.** ``AutoencoderKLTemporalDecoder`` learns to reconstruct short clips of the world (L1 + MSE + an
-   edge term + a small KL). Its ``scaling_factor`` is then measured so that scaled latents have unit std.
+   edge term + a small KL). Most steps see 32x32 crops of 4-frame chunks (a quarter of the cost, so four
+   times the scenes); the last ``VAE_FULL`` of them whole frames. The pixels on and around the shapes weigh
+   ``1 + VAE_SHAPE_WEIGHT``: they are a few percent of a frame but all of its content, and a VAE trained on
+   equal weights blurs squares and diamonds into discs and leaves coloured fringes that read as extra shapes.
+   Its ``scaling_factor`` is then measured so that scaled latents have unit std.
 2. **Latent pool.** ``POOL_SCENES`` training scenes are rendered at ``POOL_SPEEDS`` speeds each (one of them
    still) for ``POOL_FRAMES`` frames and encoded once. Any 14-frame window of a pool clip, played
    forwards or backwards, is a training clip; its first frame is the conditioning image.
@@ -48,7 +52,7 @@ import torch.nn.functional as F
 
 from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_clip
 
-__all__ = ["build_pipeline", "train_vae", "encode_pool", "train_unet", "main"]
+__all__ = ["build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet", "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
@@ -56,12 +60,14 @@ NUM_FRAMES = 14
 SIZE = 64  # pixels; latents are SIZE / 8
 THREADS = 2
 
-VAE_STEPS = 2400
-VAE_BATCH = 2  # chunks per step
+VAE_STEPS = 4000
+VAE_BATCH = 8  # chunks per step, cropped to VAE_CROP; whole-frame steps take VAE_BATCH // 4 (the same pixels)
 VAE_CHUNK = 4  # consecutive frames per chunk (the temporal decoder sees its neighbours)
+VAE_CROP = 32  # pixels, on the latent grid
+VAE_FULL = 0.1  # the last 10% of the steps see whole frames, so that the group norms see whole-frame statistics
 VAE_LR = 2e-3
 VAE_KL = 1e-4
-VAE_SHAPE_WEIGHT = 4.0
+VAE_SHAPE_WEIGHT = 10.0
 
 POOL_SCENES = 250
 POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
@@ -147,8 +153,30 @@ def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
+def shape_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-pixel loss weights (B, 1, H, W) for frames x (B, 3, H, W) in [-1, 1]: 1 + `weight` on and near shapes.
+
+    Palette colours are saturated (max - min channel > 100 of 255), backgrounds are not (< 30). The weight
+    extends 3 pixels past each shape, so that bleeding colour into the background costs as much as missing
+    it: the outline is what tells the shapes apart.
+    """
+    saturation = x.amax(1, keepdim=True) - x.amin(1, keepdim=True)  # (B, 1, H, W), in [-1, 1] units
+    near = F.max_pool2d((saturation > 0.4).float(), kernel_size=7, stride=1, padding=3)
+    return 1.0 + weight * near
+
+
+def _crop(frames: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The same `size` x `size` window of every frame (F, H, W, 3), at an offset on the latent grid (8 px)."""
+    y, x = 8 * rng.integers((frames.shape[1] - size) // 8 + 1, size=2)
+    return frames[:, y: y + size, x: x + size]
+
+
 def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VAE_BATCH) -> list:
-    """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...]."""
+    """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...].
+
+    A step sees `batch` chunks of VAE_CHUNK frames cropped to VAE_CROP, or, in the last VAE_FULL of the
+    steps, `batch` // 4 whole chunks (the same number of pixels).
+    """
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
     vae.train().to(device)
@@ -159,21 +187,19 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
     log = []
     t0 = time.time()
     for step in range(steps):
-        # (B*K, H, W, 3): B chunks of K consecutive frames, each from a fresh training scene
-        frames = np.concatenate([
-            render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
-            for _ in range(batch)])
-        x = _to_model(frames).to(device)  # (B*K, 3, H, W)
-        # shapes cover a few % of the pixels but carry all the information: weight them up
-        colourful = frames.max(-1).astype(np.int16) - frames.min(-1) > 40  # (B*K, H, W)
-        weight = 1.0 + VAE_SHAPE_WEIGHT * torch.from_numpy(colourful).float().to(device).unsqueeze(1)
-        weight = F.max_pool2d(weight, 3, stride=1, padding=1)  # and their edges
+        # (B*K, h, w, 3): B chunks of K consecutive frames, each from a fresh training scene
+        whole = step >= steps * (1 - VAE_FULL)
+        chunks = [render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
+                  for _ in range(max(1, batch // 4) if whole else batch)]
+        frames = np.concatenate(chunks if whole else [_crop(c, VAE_CROP, rng) for c in chunks])
+        x = _to_model(frames).to(device)  # (B*K, 3, h, w)
+        weight = shape_weights(x, VAE_SHAPE_WEIGHT)  # (B*K, 1, h, w)
         post = vae.encode(x).latent_dist
-        z = post.sample()  # (B*K, 4, h, w)
-        y = vae.decode(z, num_frames=VAE_CHUNK).sample  # (B*K, 3, H, W)
+        z = post.sample()  # (B*K, 4, h/8, w/8)
+        y = vae.decode(z, num_frames=VAE_CHUNK).sample  # (B*K, 3, h, w)
         err = y - x
         mse = (err**2).mean()
-        recon = (weight * (err.abs() + err**2)).mean() / weight.mean()
+        recon = (weight * err.abs()).mean() + (weight * err**2).mean()
         edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
         loss = recon + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
@@ -479,7 +505,7 @@ def main(argv: list[str] | None = None) -> Path:
         "wall_seconds": {"vae": round(vae_time), "pool": round(pool_time), "unet": round(unet_time),
                          "total": round(time.time() - t_start)},
         "vae": {"steps": len(vae_log) and vae_log[-1][0] + 1, "batch": f"{batches['vae']} chunks x {VAE_CHUNK} frames",
-                "lr": VAE_LR,
+                "crop": VAE_CROP, "whole_frames": VAE_FULL, "shape_weight": VAE_SHAPE_WEIGHT, "lr": VAE_LR,
                 "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
                 "columns": ["step", "loss", "psnr_db"], "log": vae_log},
         "pool": {"scenes": args.pool_scenes, "speeds": POOL_SPEEDS, "frames_per_clip": POOL_FRAMES,

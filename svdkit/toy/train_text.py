@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.train import _edges, _to_model, _warmup_cosine, count  # the same helpers as the toy SVD's
+from svdkit.toy.train import _edges, _to_model, _warmup_cosine, count, shape_weights  # as the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 __all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
@@ -222,25 +222,12 @@ def _crops(images: np.ndarray, idx: np.ndarray, size: int, rng: np.random.Genera
     return np.stack(out)
 
 
-def _shape_weights(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights (B, 1, H, W): 1 on the background, 1 + VAE_SHAPE_WEIGHT on and around shapes.
-
-    Shapes cover a few percent of a frame; with equal weights the VAE gets their colours wrong long after the
-    background is right. Palette colours are saturated (max - min channel > 100), backgrounds are not (< 30).
-    The weight extends 3 pixels past each shape, so that bleeding colour into the background costs as much as
-    missing it: the outline is what tells the shapes apart.
-    """
-    saturation = x.amax(1, keepdim=True) - x.amin(1, keepdim=True)  # (B, 1, H, W), in [-1, 1] units
-    near = F.max_pool2d((saturation > 0.4).float(), kernel_size=7, stride=1, padding=3)
-    return 1.0 + VAE_SHAPE_WEIGHT * near
-
-
 def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: list | None = None) -> list:
     """Fit the VAE on batches of `images`; returns [(step, loss, psnr_db), ...].
 
     The VAE is convolutional, so most steps use crops (a quarter of the pixels, a quarter of the cost); the
     last `VAE_FULL` of the steps use whole frames, so that its group norms see whole-frame statistics.
-    The shapes' pixels weigh more than the background's (`_shape_weights`), and the posterior starts narrow.
+    The shapes' pixels weigh more than the background's (`shape_weights`), and the posterior starts narrow.
     """
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
@@ -258,7 +245,7 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
         post = vae.encode(x).latent_dist
         z = post.sample()  # (B, 4, h, w)
         y = vae.decode(z).sample  # (B, 3, H, W)
-        w = _shape_weights(x)  # (B, 1, H, W)
+        w = shape_weights(x, VAE_SHAPE_WEIGHT)  # (B, 1, H, W)
         mse = F.mse_loss(y, x)
         edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
         loss = ((y - x).abs() * w).mean() + ((y - x) ** 2 * w).mean() + 0.5 * edge \
