@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.train import _edges, _to_model, _warmup_cosine, count, shape_weights  # as the toy SVD's
+from svdkit.toy.train import _crop, _edges, _to_model, _warmup_cosine, count, shape_weights  # the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 __all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
@@ -215,11 +215,7 @@ def render_images(n: int, seed: int = SEED) -> tuple[np.ndarray, list[str]]:
 
 def _crops(images: np.ndarray, idx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Square crops of `size` pixels at offsets on the latent grid (multiples of 8), one per index."""
-    out = []
-    for i in idx:
-        y, x = 8 * rng.integers((images.shape[1] - size) // 8 + 1, size=2)  # keeps the latent grid aligned
-        out.append(images[i, y: y + size, x: x + size])
-    return np.stack(out)
+    return np.concatenate([_crop(images[i: i + 1], size, rng) for i in idx])
 
 
 def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: list | None = None) -> list:
