@@ -37,6 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import svdkit  # noqa: E402
 import svdkit.sweep  # noqa: E402  (the callable sweep module)
+from svdkit.toy.train import count  # noqa: E402
+
+
+def batch_size(text: str):
+    """An argparse type: "auto" or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return count(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1, got {text!r}") from None
 
 
 def load(model: str):
@@ -80,11 +91,12 @@ def unet_floor(pipe, table, rounds: int = 3) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy", help="toy (default), untrained-toy, tiny, or any load_pipeline name")
-    parser.add_argument("--points", type=int, default=8, help="motion buckets from 0 to 255 (default 8)")
-    parser.add_argument("--steps", type=int, default=None, help="num_inference_steps (default: the model's, 25)")
+    parser.add_argument("--points", type=count(2), default=8, help="motion buckets from 0 to 255 (default 8)")
+    parser.add_argument("--steps", type=count(1), default=None, help="num_inference_steps (default: the model's, 25)")
     parser.add_argument("--image", default=None, help="input image (default data/example_0.png, else a test image)")
-    parser.add_argument("--batch-size", default="auto", help="points per UNet batch in the sweep (default auto)")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of loop-then-sweep; each side's best counts")
+    parser.add_argument("--batch-size", type=batch_size, default="auto",
+                        help="points per UNet batch in the sweep (default auto)")
+    parser.add_argument("--repeat", type=count(1), default=3, help="rounds of loop-then-sweep; each side's best counts")
     parser.add_argument("--target", type=float, default=2.0, help="required speed-up (default 2)")
     args = parser.parse_args(argv)
 
@@ -119,7 +131,6 @@ def main(argv=None) -> int:
 
     call(buckets[0])  # warm-up for both sides
     grid = {"motion_bucket_id": buckets, **{k: v for k, v in common.items() if v is not None}}
-    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     loop_times, sweep_times = [], []
     for _ in range(args.repeat):  # alternate the two, and keep each one's best: robust to a busy machine
         started = time.perf_counter()
@@ -127,7 +138,7 @@ def main(argv=None) -> int:
         loop_times.append(time.perf_counter() - started)
         with tempfile.TemporaryDirectory() as out:
             started = time.perf_counter()
-            table = svdkit.sweep(pipe, image, grid, seeds=[0], out_dir=out, batch_size=batch_size, progress=False)
+            table = svdkit.sweep(pipe, image, grid, seeds=[0], out_dir=out, batch_size=args.batch_size, progress=False)
             sweep_times.append(time.perf_counter() - started)
             frames = [svdkit.sweep.load_frames(row) for _, row in table.iterrows()]
             batch = int(table["batch_size"].max())
