@@ -153,7 +153,8 @@ def main(argv=None) -> int:
     print(f"speed-up: {ratio:.2f}x (target >= {args.target:g}x)  {'PASS' if ratio >= args.target else 'FAIL'}")
     floor = unet_floor(pipe, table)
     best = min(floor.values())
-    print(f"ceiling: the UNet passes alone take {', '.join(f'{s:.2f} s a point at batch {b}' for b, s in floor.items())};"
+    per_batch = ", ".join(f"{s:.2f} s a point at batch {b}" for b, s in floor.items())
+    print(f"ceiling: the UNet passes alone take {per_batch};"
           f" no sweep can beat {loop_s / len(buckets):.2f} / {best:.2f} = {loop_s / len(buckets) / best:.2f}x here")
     print(f"frames vs the loop: max |diff| {max(d.max() for d in diffs)}, "
           f"{100 * min((d == 0).mean() for d in diffs):.3f}% of values equal (worst clip)")
