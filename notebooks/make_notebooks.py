@@ -479,8 +479,8 @@ fig'''),
 ## 4 · A mini training run, live
 
 The same code, small: a fresh UNet on the bundled VAE, `pool_scenes` scenes, `train_steps` steps. Each step draws
-a few scenes at all four speeds with **one** noise sample per scene, relabels each clip with a random fps and the
-bucket that gives its speed at that fps, and scores the UNet's clean-clip estimate x0. The curve updates while it
+four scenes, each at two of its four speeds with **one** noise sample per scene, relabels each clip with a random
+fps and the bucket that gives its speed at that fps, and scores the UNet's clean-clip estimate x0. The curve updates while it
 trains (the loss jumps from batch to batch: each batch has its own noise levels)."""),
     ("code", '''\
 from diffusers import AutoencoderKLTemporalDecoder

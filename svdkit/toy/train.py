@@ -26,9 +26,10 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
 
    In the world only the pixels per frame, ``d = MAX_SPEED * bucket / 255 / fps``, shape a clip. So a pool
    clip with displacement ``d`` is relabelled on every visit with a fresh fps and the bucket that gives
-   the same ``d``: the UNet sees that only the ratio bucket / fps matters. A batch holds a few scenes,
-   each at all its speeds with one shared noise level and noise sample, so that the clips of a scene
-   differ only in how far things move, and in the labels that say so.
+   the same ``d``: the UNet sees that only the ratio bucket / fps matters. A batch holds ``UNET_BATCH /
+   UNET_SPEEDS`` scenes, each at ``UNET_SPEEDS`` of its speeds with one shared noise level and noise
+   sample, so that the clips of a scene differ only in how far things move, and in the labels that say so.
+   (Two speeds of four scenes beat four speeds of two: more scenes and noise levels a step.)
 
 The CLIP image encoder is a fixed, seeded random network (see README.md for why).
 
@@ -76,6 +77,7 @@ POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPE
 
 UNET_STEPS = 2200
 UNET_BATCH = 8
+UNET_SPEEDS = 2  # clips of one scene in a batch, at different speeds drawn from its POOL_SPEEDS
 UNET_LR = 3e-3
 UNET_EMA = 0.995
 P_MEAN, P_STD = 0.3, 1.4  # log-normal sigma ...
@@ -302,23 +304,24 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     log = []
     t0 = time.time()
     for step in range(steps):
-        # a. G scenes, each at all K speeds, with one window and one direction per scene
-        K = pool["latents"].shape[1]
+        # a. G scenes, each at K of its speeds, with one window and one direction per scene
+        K = min(UNET_SPEEDS, pool["latents"].shape[1])
         G = max(1, batch // K)
         B = G * K
         idx = rng.integers(n, size=G)
+        speeds = np.stack([rng.choice(pool["latents"].shape[1], K, replace=False) for _ in range(G)])  # (G, K)
         from_start = rng.random(G) < 0.5  # the K clips then share their first frame exactly
         start = np.where(from_start, 0, rng.integers(T - NUM_FRAMES + 1, size=G))
         backwards = ~from_start & (rng.random(G) < 0.5)
         order = [np.arange(s, s + NUM_FRAMES)[::-1].copy() if b else np.arange(s, s + NUM_FRAMES)
                  for s, b in zip(start, backwards)]
-        latents = torch.stack([pool["latents"][i, k, o] for i, o in zip(idx, order) for k in range(K)])
+        latents = torch.stack([pool["latents"][i, k, o] for i, o, ks in zip(idx, order, speeds) for k in ks])
         latents = latents.to(device) * sf  # (B, F, 4, h, w), scaled as the pipeline's frame latents are
-        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, o in zip(idx, order) for k in range(K)]))
+        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, o, ks in zip(idx, order, speeds) for k in ks]))
         first = first.to(device)  # (B, 3, H, W)
 
         # b. conditioning: motion labels, noise augmentation, dropout (shared within a scene's group)
-        bucket, fps = _relabel(pool["step"][idx].reshape(-1), rng)
+        bucket, fps = _relabel(pool["step"][idx[:, None], speeds].reshape(-1), rng)
         aug = np.repeat(np.where(rng.random(G) < 0.2, 0.0,
                                  np.exp(rng.uniform(np.log(1e-3), np.log(NOISE_AUG_MAX), G))), K)
         added_time_ids = torch.tensor(np.stack([fps - 1, bucket, aug], 1), dtype=torch.float32, device=device)
