@@ -480,8 +480,8 @@ fig'''),
 
 The same code, small: a fresh UNet on the bundled VAE, `pool_scenes` scenes, `train_steps` steps. Each step draws
 four scenes, each at two of its four speeds with **one** noise sample per scene, relabels each clip with a random
-fps and the bucket that gives its speed at that fps, and scores the UNet's clean-clip estimate x0. The curve updates while it
-trains (the loss jumps from batch to batch: each batch has its own noise levels)."""),
+fps and the bucket that gives its speed at that fps, and scores the UNet's clean-clip estimate x0. The curve
+updates while it trains (the loss jumps from batch to batch: each batch has its own noise levels)."""),
     ("code", '''\
 from diffusers import AutoencoderKLTemporalDecoder
 
