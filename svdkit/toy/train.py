@@ -300,24 +300,25 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     opt = torch.optim.AdamW([{"params": rest}, {"params": cond, "lr": UNET_LR * COND_LR_MULT}],
                             lr=UNET_LR, weight_decay=0.01)
     sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1))
-    n, T = pool["latents"].shape[0], pool["latents"].shape[2]
+    n, S, T = pool["latents"].shape[:3]  # scenes, speeds, frames per clip
+    K = min(UNET_SPEEDS, S)  # clips per scene in a batch
+    G = max(1, batch // K)  # scenes in a batch
+    B = G * K
     log = []
     t0 = time.time()
     for step in range(steps):
         # a. G scenes, each at K of its speeds, with one window and one direction per scene
-        K = min(UNET_SPEEDS, pool["latents"].shape[1])
-        G = max(1, batch // K)
-        B = G * K
         idx = rng.integers(n, size=G)
-        speeds = np.stack([rng.choice(pool["latents"].shape[1], K, replace=False) for _ in range(G)])  # (G, K)
+        speeds = np.stack([rng.choice(S, K, replace=False) for _ in range(G)])  # (G, K)
         from_start = rng.random(G) < 0.5  # the K clips then share their first frame exactly
         start = np.where(from_start, 0, rng.integers(T - NUM_FRAMES + 1, size=G))
         backwards = ~from_start & (rng.random(G) < 0.5)
         order = [np.arange(s, s + NUM_FRAMES)[::-1].copy() if b else np.arange(s, s + NUM_FRAMES)
                  for s, b in zip(start, backwards)]
-        latents = torch.stack([pool["latents"][i, k, o] for i, o, ks in zip(idx, order, speeds) for k in ks])
+        picks = [(i, k, o) for i, o, ks in zip(idx, order, speeds) for k in ks]  # B of (scene, speed, frames)
+        latents = torch.stack([pool["latents"][i, k, o] for i, k, o in picks])
         latents = latents.to(device) * sf  # (B, F, 4, h, w), scaled as the pipeline's frame latents are
-        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, o, ks in zip(idx, order, speeds) for k in ks]))
+        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, k, o in picks]))
         first = first.to(device)  # (B, 3, H, W)
 
         # b. conditioning: motion labels, noise augmentation, dropout (shared within a scene's group)
