@@ -9,7 +9,8 @@ those of scenes the model never saw (seeds >= HELD_OUT_SEED). Each image is read
 ``svdkit.text.find_objects``: for each palette colour (the pixels within 90 of it, as
 ``svdkit.toy.world.detect_shapes`` finds them), its largest blob, and the shape two moments of that blob
 suggest (the skewness of its rows picks out the upward triangle; how far its mass reaches along the axes
-rather than the diagonals tells square, circle and diamond apart).
+rather than the diagonals tells square, circle and diamond apart; a blob under 0.75 of its convex hull's
+area, less convex than any shape of the world, is no shape).
 
 1. colours: every colour the caption names has a blob (per image; target >= 80%);
 2. colours + shapes: and every named shape is that colour's blob's shape (per image; target >= 80%).

@@ -364,11 +364,17 @@ class ToyObject:
     shape: str
     corners: float  # E[dx^4 + dy^4] / E[r^4] about the centroid: square 0.64, circle 0.75, diamond 0.86
     skew: float  # skewness of the rows: 0 for the symmetric shapes, -0.57 for an upward triangle
+    solidity: float  # area / the area of its convex hull: 0.81-1 for the world's (convex) shapes at 64 px
     area: int  # pixels
     box: tuple[int, int, int, int]  # x, y, width, height
 
 
-def _classify(corners: float, skew: float) -> str:
+MIN_SOLIDITY = 0.75  # below the least solid shape in rendered frames (0.81, a small triangle)
+
+
+def _classify(corners: float, skew: float, solidity: float) -> str:
+    if solidity < MIN_SOLIDITY:  # every shape of the world is convex; a cross or a star is none of them
+        return "none"
     if skew <= -0.28:  # mass low, a tail upwards: the triangle's point
         return "triangle"
     if corners < 0.70:  # mass far out along the diagonals
@@ -382,7 +388,9 @@ def find_objects(image, *, max_distance: float = 90.0, min_area: int = 12) -> li
     A pixel belongs to the nearest palette colour within `max_distance` (RGB), as in
     `svdkit.toy.world.detect_shapes`; a colour's largest connected blob of at least `min_area` pixels is its
     object. Its shape comes from two moments of its pixels about their centroid, which blur and rounded
-    corners move only a little (a fill or corner count would flip):
+    corners move only a little (a fill or corner count would flip), once the blob is convex enough to be a
+    shape at all (its `solidity`, area over the area of its convex hull, at least `MIN_SOLIDITY`; otherwise
+    "none"):
 
     * the skewness of the rows: an upward triangle has its mass low and a tail up (-0.57), the others 0;
     * ``E[dx^4 + dy^4] / E[(dx^2 + dy^2)^2]``: how far out the mass reaches along the axes rather than the
@@ -417,8 +425,10 @@ def find_objects(image, *, max_distance: float = 90.0, min_area: int = 12) -> li
         r2 = dx * dx + dy * dy
         corners = float((dx ** 4 + dy ** 4).mean() / max((r2 * r2).mean(), 1e-9))
         skew = float((dy ** 3).mean() / max((dy * dy).mean(), 1e-9) ** 1.5)
-        found.append(ToyObject(name, _classify(corners, skew), round(corners, 3), round(skew, 3), area,
-                               (x, y, w, h)))
+        pixel_corners = np.concatenate([np.stack([cols + a, rows + b], 1) for a in (0, 1) for b in (0, 1)])
+        solidity = area / cv2.contourArea(cv2.convexHull(pixel_corners.astype(np.int32)))  # hull of whole pixels
+        found.append(ToyObject(name, _classify(corners, skew, solidity), round(corners, 3), round(skew, 3),
+                               round(solidity, 3), area, (x, y, w, h)))
     return found
 
 

@@ -102,6 +102,22 @@ def test_detector_reads_the_rendered_world():
         ("red", "circle"), ("blue", "square"), ("yellow", None)]
 
 
+def test_detector_calls_a_cross_no_shape():
+    # by their moments alone an X reads as a square (mass on the diagonals) and a plus as a diamond
+    import cv2
+    from svdkit.toy.world import PALETTE
+    image = np.full((64, 64, 3), 40, np.uint8)
+    cv2.line(image, (10, 10), (26, 26), PALETTE["red"], 4)
+    cv2.line(image, (26, 10), (10, 26), PALETTE["red"], 4)
+    image[40:56, 44:48] = PALETTE["blue"]
+    image[46:50, 38:54] = PALETTE["blue"]
+    found = {o.colour: o for o in text.find_objects(image)}
+    assert found["red"].corners < 0.70 and found["blue"].corners > 0.80
+    assert found["red"].shape == found["blue"].shape == "none"
+    assert max(found["red"].solidity, found["blue"].solidity) < text.MIN_SOLIDITY
+    assert not text.check_prompt(image, "a red square and a blue diamond")["shapes_ok"]
+
+
 @needs_text_model
 def test_stock_pipeline_loads_the_shipped_folder():
     from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline

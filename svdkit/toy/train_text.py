@@ -72,7 +72,7 @@ VAE_KL = 1e-4  # weight of the per-element KL divergence
 VAE_SHAPE_WEIGHT = 10.0  # extra loss weight on the pixels of shapes (saturated), a few percent of a frame
 VAE_LOGVAR_INIT = -6.0  # the posterior starts narrow (std 0.05), so early latents are not drowned in noise
 
-DIFFUSION_STEPS = 4000
+DIFFUSION_STEPS = 8000
 DIFFUSION_BATCH = 32  # more, smaller steps learn faster on a CPU than fewer big ones
 DIFFUSION_LR = 1.5e-3
 EMA = 0.995
