@@ -105,7 +105,6 @@ def test_detector_reads_the_rendered_world():
 def test_detector_calls_a_cross_no_shape():
     # by their moments alone an X reads as a square (mass on the diagonals) and a plus as a diamond
     import cv2
-    from svdkit.toy.world import PALETTE
     image = np.full((64, 64, 3), 40, np.uint8)
     cv2.line(image, (10, 10), (26, 26), PALETTE["red"], 4)
     cv2.line(image, (26, 10), (10, 26), PALETTE["red"], 4)
