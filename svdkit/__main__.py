@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+TOY_CELL_TIMEOUT = 600  # seconds one notebook cell may run in the main job on the bundled toy
+
 
 def _generate(args) -> int:
     import svdkit
@@ -24,14 +26,30 @@ def _generate(args) -> int:
 def _notebooks(args) -> int:
     """Execute every notebook headless on the chosen model: executed .ipynb, HTML and the notebook's own
     outputs (videos, summary.json) land in OUT/<notebook name>/."""
+    import ast
     import json
     import time
     from pathlib import Path
 
     import nbformat
-    import papermill
     from nbconvert import HTMLExporter
 
+    from svdkit.headless import run_notebook
+
+    # A cell time limit: by default TOY_CELL_TIMEOUT on the bundled toy (its slowest cell takes about 2 minutes),
+    # none on real models, whose sweeps may run for hours; --cell-timeout 0: no limit.
+    if args.cell_timeout is not None and not args.cell_timeout >= 0:
+        raise ValueError(f"--cell-timeout must be >= 0 seconds (0: no limit); got {args.cell_timeout}")
+    limit = args.cell_timeout if args.cell_timeout is not None else (TOY_CELL_TIMEOUT if args.model == "toy" else 0)
+    cell_timeout = limit or None
+    extra = {}
+    for name, value in args.parameter or ():
+        if name in ("model", "device", "out_dir"):
+            raise ValueError(f"-p {name}: set it with --{name.replace('_', '-')} (out_dir: with -o), not -p")
+        try:
+            extra[name] = ast.literal_eval(value)  # 25 -> int, 0.5 -> float, [0, 1] -> list, None, True
+        except (ValueError, SyntaxError):
+            extra[name] = value                    # anything else stays a string
     folder = Path(args.folder)
     paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if args.only:
@@ -43,12 +61,12 @@ def _notebooks(args) -> int:
     for path in paths:
         dest = out / path.stem
         dest.mkdir(parents=True, exist_ok=True)
-        params = {"model": args.model, "device": args.device, "out_dir": str(dest.resolve())}
+        params = {**extra, "model": args.model, "device": args.device, "out_dir": str(dest.resolve())}
         started = time.perf_counter()
         print(f"running {path.name} ...", flush=True)
         try:
-            papermill.execute_notebook(str(path), str(dest / path.name), parameters=params, cwd=str(folder),
-                                       progress_bar=False, kernel_name="python3")
+            run_notebook(path, dest / path.name, parameters=params, cwd=folder, cell_timeout=cell_timeout,
+                         progress_bar=False)
         except Exception as e:  # keep going: report every failing notebook at the end
             failed.append(path.name)
             print(f"  FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
@@ -87,6 +105,12 @@ def main(argv=None) -> int:
     n.add_argument("--model", default="toy")
     n.add_argument("--device", default="auto")
     n.add_argument("--only", nargs="*", help="run only notebooks whose file name contains one of these")
+    n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="set a parameters-cell value in every notebook, e.g. -p num_inference_steps 25 "
+                        "(as papermill's -p; a notebook without that name ignores it)")
+    n.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                   help=f"stop a notebook whose cell runs longer (default {TOY_CELL_TIMEOUT} s for the toy, "
+                        "no limit for other models; 0: no limit)")
     n.set_defaults(func=_notebooks)
 
     from svdkit.sweep import add_sweep_parser

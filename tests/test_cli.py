@@ -51,3 +51,34 @@ def test_bad_input_is_one_clear_line(tmp_path, tiny_folder, args, message):
 def test_missing_image(tmp_path):
     out = run("generate", tmp_path / "nope.png")
     assert out.returncode == 2 and "nope.png" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_notebooks_stops_a_stuck_cell_and_goes_on(tmp_path):
+    """The main job gives each cell a time limit: a cell past it fails its notebook with a clear line, and the
+    next notebook still runs, with the -p values typed as papermill types them."""
+    import nbformat
+
+    for name, source in (("00_stuck.ipynb", "import time\ntime.sleep(seconds)"),
+                         ("01_fine.ipynb", "open(out_dir + '/seen.txt', 'w').write(repr((seconds, seeds, note)))")):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("model = device = out_dir = None\nseconds = 0\nseeds = []\nnote = ''",
+                                              metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(source)]
+        nbformat.write(nb, tmp_path / name)
+    out = run("notebooks", "--folder", tmp_path, "-o", tmp_path / "out", "--cell-timeout", 3,
+              "-p", "seconds", 120, "-p", "seeds", "[0, 1]", "-p", "note", "a b")
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "FAILED: CellTimeout: 00_stuck.ipynb: a cell ran past cell_timeout=3 s" in out.stdout, out.stdout
+    assert "1 of 2 notebooks ran" in out.stdout
+    assert (tmp_path / "out" / "00_stuck" / "00_stuck.html").is_file()
+    assert (tmp_path / "out" / "01_fine" / "seen.txt").read_text() == "(120, [0, 1], 'a b')"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell-timeout", "-1"], "--cell-timeout must be >= 0 seconds"),
+    (["-p", "model", "svd"], "-p model: set it with --model"),
+])
+def test_notebooks_bad_options_are_one_clear_line(tmp_path, args, message):
+    out = run("notebooks", "--folder", tmp_path, *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

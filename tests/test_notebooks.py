@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from svdkit.headless import run_notebook
+
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -102,13 +104,9 @@ def test_kernel_is_this_python():
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 @pytest.mark.parametrize("name, params, check", NOTEBOOKS)
 def test_notebook(name, params, check, tmp_path):
-    import papermill
-
     out = tmp_path / "out"
     parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
-    papermill.execute_notebook(str(NOTEBOOKS_DIR / name), str(tmp_path / name), parameters=parameters,
-                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
-                               execution_timeout=300)
+    run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
     summary = json.loads((out / "summary.json").read_text())
     check(summary, out)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from svdkit.headless import run_notebook
 from tests.test_notebooks import assert_clean, assert_matches_generator
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -24,13 +25,9 @@ def _toy_missing() -> bool:
 
 
 def _run(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
-    import papermill
-
     out = tmp_path / "out"
     parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
-    papermill.execute_notebook(str(NOTEBOOKS_DIR / name), str(tmp_path / name), parameters=parameters,
-                               cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
-                               execution_timeout=300)
+    run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
     return json.loads((out / "summary.json").read_text()), out
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from svdkit import text
+from svdkit.headless import run_notebook
 from svdkit.toy.train_text import TEXT_MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
@@ -222,12 +223,9 @@ def test_benchmark_prints_the_rates(tmp_path):
 @pytest.mark.skipif(not (ROOT / "svdkit" / "toy" / "model" / "model_index.json").is_file(),
                     reason="the toy SVD is not built (python -m svdkit.toy.train)")
 def test_notebook_05_runs(tmp_path):
-    papermill = pytest.importorskip("papermill")
     out = tmp_path / "out"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / NOTEBOOK.name), cwd=str(NOTEBOOK.parent), kernel_name="python3",
-        parameters=dict(model="toy", device="cpu", out_dir=str(out), num_inference_steps=2, text_steps=3, seeds=[0, 1]),
-        progress_bar=False, execution_timeout=300)
+    run_notebook(NOTEBOOK, tmp_path / NOTEBOOK.name, dict(model="toy", device="cpu", out_dir=str(out),
+                 num_inference_steps=2, text_steps=3, seeds=[0, 1]), cell_timeout=300, progress_bar=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_shape"] == [14, 64, 64, 3] and summary["image_size"] == [64, 64]
     assert summary["wanted"] == [["red", "circle"], ["blue", "square"]]
