@@ -38,9 +38,9 @@ def _notebooks(args) -> int:
 
     # A cell time limit: by default TOY_CELL_TIMEOUT on the bundled toy (its slowest cell takes about 2 minutes),
     # none on real models, whose sweeps may run for hours; --cell-timeout 0: no limit.
-    if args.cell_timeout is not None and not args.cell_timeout >= 0:
-        raise ValueError(f"--cell-timeout must be >= 0 seconds (0: no limit); got {args.cell_timeout}")
     limit = args.cell_timeout if args.cell_timeout is not None else (TOY_CELL_TIMEOUT if args.model == "toy" else 0)
+    if not (limit == 0 or 0 < limit < float("inf")):
+        raise ValueError(f"--cell-timeout must be >= 0 seconds (0: no limit); got {args.cell_timeout}")
     cell_timeout = limit or None
     extra = {}
     for name, value in args.parameter or ():

@@ -21,8 +21,12 @@ one slice, because the end of each slice checks the socket directly.
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import queue
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import papermill
@@ -66,6 +70,17 @@ class KernelManager(AsyncKernelManager):
     client_factory = Type(klass=_KernelClient)
 
 
+def _whole_seconds(cell_timeout) -> int | None:
+    """The cell time limit as nbclient takes it, whole seconds (rounded up), or None for no limit; a clear
+    ValueError for anything else."""
+    if cell_timeout is None:
+        return None
+    if isinstance(cell_timeout, bool) or not isinstance(cell_timeout, numbers.Real) or not (
+            0 < cell_timeout < math.inf):
+        raise ValueError(f"cell_timeout must be a number of seconds > 0, or None for no limit; got {cell_timeout!r}")
+    return math.ceil(cell_timeout)
+
+
 def run_notebook(path, output, parameters: dict | None = None, cwd=None, cell_timeout: float | None = None,
                  kernel_name: str = "python3", **papermill_kwargs) -> Path:
     """Execute the notebook at `path` into `output` with papermill; returns `output` as a Path.
@@ -75,20 +90,23 @@ def run_notebook(path, output, parameters: dict | None = None, cwd=None, cell_ti
       output: where the executed notebook is written (also when a cell fails).
       parameters: values for the cell tagged `parameters`.
       cwd: the kernel's working folder (default: the notebook's folder).
-      cell_timeout: seconds one cell may run; None: no limit. A cell that runs longer stops the run with
-        `CellTimeout`, which names the cell and the limit.
+      cell_timeout: seconds one cell may run (nbclient counts whole seconds: 2.5 waits 3); None: no limit.
+        A cell that runs longer stops the run with `CellTimeout`, which names the cell and the limit.
       **papermill_kwargs: passed on to `papermill.execute_notebook` (e.g. `progress_bar=False`).
     """
+    if not isinstance(path, (str, os.PathLike)) or not Path(path).is_file():
+        raise FileNotFoundError(f"path: no notebook at {path!r}")
+    if not isinstance(output, (str, os.PathLike)):
+        raise ValueError(f"output must be a path for the executed notebook; got {output!r}")
+    if parameters is not None and not isinstance(parameters, Mapping):
+        raise ValueError(f"parameters must be a dict of name -> value, or None; got {type(parameters).__name__}")
+    seconds = _whole_seconds(cell_timeout)
     path, output = Path(path), Path(output)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no notebook at {path}")
-    if cell_timeout is not None and not cell_timeout > 0:
-        raise ValueError(f"cell_timeout must be a number of seconds > 0, or None for no limit; got {cell_timeout!r}")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=parameters or {},
+        papermill.execute_notebook(str(path), str(output), parameters=dict(parameters or {}),
                                    cwd=str(cwd or path.parent), kernel_name=kernel_name,
-                                   execution_timeout=cell_timeout, kernel_manager_class=KernelManager,
+                                   execution_timeout=seconds, kernel_manager_class=KernelManager,
                                    **papermill_kwargs)
     except CellTimeoutError as e:
         raise CellTimeout(f"{path.name}: a cell ran past cell_timeout={cell_timeout:g} s and was stopped "

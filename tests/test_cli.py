@@ -77,6 +77,7 @@ def test_notebooks_stops_a_stuck_cell_and_goes_on(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--cell-timeout", "-1"], "--cell-timeout must be >= 0 seconds"),
+    (["--cell-timeout", "inf"], "--cell-timeout must be >= 0 seconds"),
     (["-p", "model", "svd"], "-p model: set it with --model"),
 ])
 def test_notebooks_bad_options_are_one_clear_line(tmp_path, args, message):

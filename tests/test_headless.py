@@ -103,12 +103,28 @@ def test_cell_timeout_stops_a_long_cell_and_names_the_limit(tmp_path):
     assert executed.cells[2].outputs[0]["text"] == "before\n"
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("nan")])
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "5", True])
 def test_bad_cell_timeout_is_refused_before_a_kernel_starts(tmp_path, bad):
     path = _notebook(tmp_path / "a.ipynb", "1")
     with pytest.raises(ValueError, match="cell_timeout must be a number of seconds > 0"):
         headless.run_notebook(path, tmp_path / "out.ipynb", cell_timeout=bad)
     assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_fractional_cell_timeout_is_rounded_up(tmp_path):
+    # nbclient counts whole seconds; 1.5 must run (as 2), not fail on nbclient's integer setting
+    path = _notebook(tmp_path / "a.ipynb", "x = 1")
+    assert headless.run_notebook(path, tmp_path / "out.ipynb", cell_timeout=1.5, progress_bar=False).is_file()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(parameters=[("seconds", 1)]), "parameters must be a dict"),
+    (dict(output=None), "output must be a path"),
+])
+def test_bad_parameters_and_output_are_named(tmp_path, kwargs, message):
+    path = _notebook(tmp_path / "a.ipynb", "1")
+    with pytest.raises(ValueError, match=message):
+        headless.run_notebook(path, **{"output": tmp_path / "out.ipynb", **kwargs})
 
 
 def test_missing_notebook_is_named(tmp_path):
