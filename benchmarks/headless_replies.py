@@ -16,8 +16,6 @@ reply through svdkit.headless.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from svdkit.headless import run_notebook  # noqa: E402
+from svdkit.headless import reply_waits, run_notebook  # noqa: E402
 
 STOCK_LIMIT = 3.0  # seconds; stock papermill reads a missed reply when this ends
 LATE = 1.0         # seconds from the kernel's reply to the cell's end
@@ -51,17 +49,6 @@ def build(path: Path, cells: int, output_widget: bool) -> Path:
         nb.cells.append(nbformat.v4.new_code_cell(body))
     nbformat.write(nb, path)
     return path
-
-
-def reply_waits(executed: Path) -> list[float]:
-    """Seconds from each cell's kernel reply to its end, for every cell after the first."""
-    waits = []
-    for cell in json.loads(executed.read_text())["cells"][1:]:
-        reply = dt.datetime.fromisoformat(cell["metadata"]["execution"]["shell.execute_reply"].replace("Z", "+00:00"))
-        end = dt.datetime.fromisoformat(cell["metadata"]["papermill"]["end_time"].replace("Z", "+00:00"))
-        end = end if end.tzinfo else end.replace(tzinfo=dt.timezone.utc)
-        waits.append((end - reply).total_seconds())
-    return waits
 
 
 def main(argv=None) -> int:
@@ -90,7 +77,7 @@ def main(argv=None) -> int:
                 else:
                     run_notebook(book, out, cell_timeout=60, progress_bar=False)
                 seconds[way, kind] += time.perf_counter() - started
-                waits = reply_waits(out)
+                waits = reply_waits(out)[1:]  # after the imports cell
                 late[way, kind] += sum(w > LATE for w in waits)
                 worst[way, kind] = max(worst[way, kind], max(waits))
         print(f"round {r + 1}/{args.rounds} done", flush=True)

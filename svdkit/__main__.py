@@ -65,8 +65,7 @@ def _notebooks(args) -> int:
         started = time.perf_counter()
         print(f"running {path.name} ...", flush=True)
         try:
-            run_notebook(path, dest / path.name, parameters=params, cwd=folder, cell_timeout=cell_timeout,
-                         progress_bar=False)
+            run_notebook(path, dest / path.name, parameters=params, cell_timeout=cell_timeout, progress_bar=False)
         except Exception as e:  # keep going: report every failing notebook at the end
             failed.append(path.name)
             print(f"  FAILED: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)

@@ -21,6 +21,8 @@ one slice, because the end of each slice checks the socket directly.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import math
 import numbers
 import os
@@ -34,9 +36,9 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError
-from traitlets import DottedObjectName, Type
+from traitlets import Type
 
-__all__ = ["run_notebook", "CellTimeout", "KernelManager", "REPLY_POLL_SECONDS"]
+__all__ = ["run_notebook", "CellTimeout", "reply_waits", "KernelManager", "REPLY_POLL_SECONDS"]
 
 REPLY_POLL_SECONDS = 0.5  # the longest a reply may wait unread after a missed wake-up
 
@@ -66,8 +68,20 @@ class _KernelClient(AsyncKernelClient):
 class KernelManager(AsyncKernelManager):
     """papermill's kernel manager with the sliced shell wait; pass it as `kernel_manager_class=`."""
 
-    client_class = DottedObjectName("svdkit.headless._KernelClient")
-    client_factory = Type(klass=_KernelClient)
+    client_factory = Type(klass=_KernelClient)  # what client() builds
+
+
+def reply_waits(executed) -> list[float]:
+    """Seconds from each code cell's reply (as the kernel stamped it) to the cell's end (as papermill recorded
+    it), in cell order, for a notebook executed by papermill: more than REPLY_POLL_SECONDS means a reply that
+    the client had and did not read."""
+    def when(stamp: str) -> dt.datetime:
+        t = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+    cells = json.loads(Path(executed).read_text())["cells"]
+    return [(when(c["metadata"]["papermill"]["end_time"]) - when(c["metadata"]["execution"]["shell.execute_reply"]))
+            .total_seconds() for c in cells if c["cell_type"] == "code"]
 
 
 def _whole_seconds(cell_timeout) -> int | None:

@@ -56,16 +56,12 @@ def test_missing_image(tmp_path):
 def test_notebooks_stops_a_stuck_cell_and_goes_on(tmp_path):
     """The main job gives each cell a time limit: a cell past it fails its notebook with a clear line, and the
     next notebook still runs, with the -p values typed as papermill types them."""
-    import nbformat
+    from tests.test_headless import _notebook
 
     for name, source in (("00_stuck.ipynb", "import time\ntime.sleep(seconds)"),
                          ("01_fine.ipynb", "open(out_dir + '/seen.txt', 'w').write(repr((seconds, seeds, note)))")):
-        nb = nbformat.v4.new_notebook()
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.cells = [nbformat.v4.new_code_cell("model = device = out_dir = None\nseconds = 0\nseeds = []\nnote = ''",
-                                              metadata={"tags": ["parameters"]}),
-                    nbformat.v4.new_code_cell(source)]
-        nbformat.write(nb, tmp_path / name)
+        _notebook(tmp_path / name, source,
+                  parameters="model = device = out_dir = None\nseconds = 0\nseeds = []\nnote = ''")
     out = run("notebooks", "--folder", tmp_path, "-o", tmp_path / "out", "--cell-timeout", 3,
               "-p", "seconds", 120, "-p", "seeds", "[0, 1]", "-p", "note", "a b")
     assert out.returncode == 1, out.stderr[-2000:]

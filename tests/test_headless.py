@@ -2,8 +2,6 @@
 limit, and notebooks whose cells write into Output widgets run without stalls."""
 
 import asyncio
-import datetime as dt
-import json
 import time
 
 import nbformat
@@ -85,10 +83,11 @@ def test_kernel_manager_hands_out_the_sliced_channel():
     assert headless.KernelManager().client().shell_channel_class is headless._ShellChannel
 
 
-def _notebook(path, *sources):
+def _notebook(path, *sources, parameters="seconds = 0"):
+    """A notebook for the python3 kernel: a `parameters` cell, then one code cell per source."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("seconds = 0", metadata={"tags": ["parameters"]})]
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
     nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
     nbformat.write(nb, path)
     return path
@@ -141,10 +140,6 @@ def test_output_widget_cells_get_their_replies_at_once(tmp_path):
     path = _notebook(tmp_path / "widgets.ipynb", "import ipywidgets as w, numpy as np\n"
                      "from IPython.display import display\nimport matplotlib.pyplot as plt", *[cell] * 40)
     out = headless.run_notebook(path, tmp_path / "ran.ipynb", cell_timeout=60, progress_bar=False)
-    waits = []
-    for c in json.loads(out.read_text())["cells"][2:]:
-        reply = dt.datetime.fromisoformat(c["metadata"]["execution"]["shell.execute_reply"].replace("Z", "+00:00"))
-        end = dt.datetime.fromisoformat(c["metadata"]["papermill"]["end_time"].replace("Z", "+00:00"))
-        waits.append((end.replace(tzinfo=dt.timezone.utc) if end.tzinfo is None else end) - reply)
+    waits = headless.reply_waits(out)[2:]  # after the parameters and imports cells
     assert len(waits) == 40
-    assert max(w.total_seconds() for w in waits) < headless.REPLY_POLL_SECONDS + 1.0, waits
+    assert max(waits) < headless.REPLY_POLL_SECONDS + 1.0, waits
