@@ -17,7 +17,9 @@ frames gives one displacement of its centroid, in pixels.
 5. speed: 25 steps with guidance <= 2 s and 10 steps <= 1 s (median of 5 runs).
 
 Each line prints the measurement, the target and PASS or FAIL; the exit status is 1 if anything failed.
-The same motion measure on the rendered (true) clips is printed beside it as a reference.
+The same motion measure on the rendered (true) clips is printed beside it as a reference; for check 4
+also the true clips' VAE round trips (encode, decode: the most any UNet on this VAE can show) and the
+share of each frame index.
 """
 
 from __future__ import annotations
@@ -59,10 +61,24 @@ def motion(frames: np.ndarray) -> float:
     return float(np.mean(steps)) if steps else float("nan")
 
 
+def kept_by_frame(frames: np.ndarray, seed: int) -> np.ndarray:
+    """Per frame (F,): 1.0 where each colour of the scene is exactly one blob and no other colour shows."""
+    want = sorted(s.colour for s in describe_scene(seed).shapes)
+    return np.asarray([sorted(d.colour for d in detect_shapes(f)) == want for f in frames], float)
+
+
 def shapes_kept(frames: np.ndarray, seed: int) -> float:
     """Fraction of frames in which each colour of the scene is exactly one blob, and no other colour shows."""
-    want = sorted(s.colour for s in describe_scene(seed).shapes)
-    return float(np.mean([sorted(d.colour for d in detect_shapes(f)) == want for f in frames]))
+    return float(kept_by_frame(frames, seed).mean())
+
+
+@torch.no_grad()
+def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
+    """uint8 (F, H, W, 3) through the VAE and back (latent mode, temporal decoder): what any UNet's
+    perfect latents would look like."""
+    x = torch.from_numpy(frames).float().div(127.5).sub(1).movedim(-1, 1)  # (F, 3, H, W) in [-1, 1]
+    y = vae.decode(vae.encode(x).latent_dist.mode(), num_frames=len(frames)).sample
+    return np.clip(np.rint((y.movedim(1, -1).numpy() + 1) * 127.5), 0, 255).astype(np.uint8)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,10 +183,15 @@ def main(argv=None) -> int:
     firsts = [psnr(c[0], render_clip(s)[0]) for key in clips for s, c in zip(seeds, clips[key])]
     ok.append(report("3. first frame PSNR (dB), mean", float(np.mean(firsts)), ">= 25", np.mean(firsts) >= 25,
                      f"(min {min(firsts):.1f})"))
-    kept = float(np.mean([shapes_kept(c, s) for key in clips for s, c in zip(seeds, clips[key])]))
+    by_frame = np.mean([kept_by_frame(c, s) for key in clips for s, c in zip(seeds, clips[key])], 0)  # (F,)
+    kept = float(by_frame.mean())
     kept_true = float(np.mean([shapes_kept(render_clip(s, *key), s) for key in clips for s in seeds]))
+    # the ceiling of any UNet on this VAE: the true clips' own latents, decoded
+    kept_vae = float(np.mean([shapes_kept(vae_round_trip(pipe.vae, render_clip(s, *key)), s)
+                              for key in clips for s in seeds]))
     ok.append(report("4. frames with the scene's shapes (fraction)", kept, ">= 0.85", kept >= 0.85,
-                     f"(true clips: {kept_true:.3f})"))
+                     f"(true clips: {kept_true:.3f}, their VAE round trips: {kept_vae:.3f})"))
+    print(f"   by frame, 0 to {len(by_frame) - 1}: {' '.join(f'{v:.2f}' for v in by_frame)}")
 
     # 5. speed
     print()

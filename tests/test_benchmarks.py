@@ -1,4 +1,5 @@
-"""benchmarks/gpu_presets.py runs end to end at the tiny size (as CI runs it) and writes a sane JSON."""
+"""benchmarks/gpu_presets.py runs end to end at the tiny size (as CI runs it) and writes a sane JSON; the
+references that benchmarks/toy_quality.py prints beside its shapes-kept check mean what they say."""
 
 import importlib.util
 import json
@@ -60,3 +61,29 @@ def test_append_merges_rows(tiny_run, tmp_path):
     kept = {r["config"]: r for r in merged["results"]}
     assert kept["stock"]["seconds_total"] == result["results"][0]["seconds_total"]  # from the first run
     assert kept["fast+cache3"]["speedup_vs_stock"] > 0  # re-derived against the kept stock row
+
+
+def test_toy_quality_references():
+    """kept_by_frame reads every frame of a true clip as kept and flags a frame that lost its shape; the
+    VAE round trip is the toy VAE's own reconstruction, a uint8 clip of the same shape close to the input."""
+    import numpy as np
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from svdkit.toy import MODEL_PATH
+    from svdkit.toy.world import HELD_OUT_SEED, render_clip
+
+    spec = importlib.util.spec_from_file_location("toy_quality", ROOT / "benchmarks" / "toy_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seed = HELD_OUT_SEED + 7
+    clip = render_clip(seed, 200, 7)  # (F, H, W, 3)
+    assert bench.kept_by_frame(clip, seed).tolist() == [1.0] * len(clip)
+    damaged = clip.copy()
+    damaged[3] = damaged[3, :1, :1]  # frame 3 becomes its corner pixel, the background: no shapes at all
+    assert bench.kept_by_frame(damaged, seed).tolist() == [1.0] * 3 + [0.0] + [1.0] * (len(clip) - 4)
+    assert bench.shapes_kept(damaged, seed) == pytest.approx(13 / 14)
+
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(MODEL_PATH / "vae").eval()
+    back = bench.vae_round_trip(vae, clip)
+    assert back.shape == clip.shape and back.dtype == np.uint8
+    assert bench.psnr(back, clip) > 20 and not np.array_equal(back, clip)
