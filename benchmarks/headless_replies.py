@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from svdkit.headless import reply_waits, run_notebook  # noqa: E402
+from svdkit.toy.train import count  # noqa: E402
 
 STOCK_LIMIT = 3.0  # seconds; stock papermill reads a missed reply when this ends
 LATE = 1.0         # seconds from the kernel's reply to the cell's end
@@ -53,11 +54,9 @@ def build(path: Path, cells: int, output_widget: bool) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--cells", type=int, default=40)
+    p.add_argument("--rounds", type=count(1), default=4)
+    p.add_argument("--cells", type=count(1), default=40)
     args = p.parse_args(argv)
-    if args.rounds < 1 or args.cells < 1:
-        p.error("--rounds and --cells must be >= 1")
 
     import papermill
 

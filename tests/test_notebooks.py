@@ -101,14 +101,18 @@ def test_kernel_is_this_python():
     assert Path(command[0]).resolve() == Path(sys.executable).resolve(), command
 
 
-@pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
-@pytest.mark.parametrize("name, params, check", NOTEBOOKS)
-def test_notebook(name, params, check, tmp_path):
+def run_on_toy(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
+    """Run notebooks/`name` headless on the toy, on the CPU, into tmp_path; returns (its summary.json, its out_dir)."""
     out = tmp_path / "out"
     parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
     run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
-    summary = json.loads((out / "summary.json").read_text())
-    check(summary, out)
+    return json.loads((out / "summary.json").read_text()), out
+
+
+@pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
+@pytest.mark.parametrize("name, params, check", NOTEBOOKS)
+def test_notebook(name, params, check, tmp_path):
+    check(*run_on_toy(name, tmp_path, **params))
 
 
 def assert_clean(path: Path, knobs=("device", "seed", "num_inference_steps", "out_dir")) -> list:

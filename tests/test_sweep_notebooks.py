@@ -6,29 +6,15 @@ bucket and falls with the conditioning fps, and playback fps changes nothing per
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
-from svdkit.headless import run_notebook
-from tests.test_notebooks import assert_clean, assert_matches_generator
+from tests.test_notebooks import _toy_missing, assert_clean, assert_matches_generator, run_on_toy
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
-
-
-def _toy_missing() -> bool:
-    from svdkit.toy import MODEL_PATH
-    return not (MODEL_PATH / "model_index.json").is_file()
-
-
-def _run(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
-    out = tmp_path / "out"
-    parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
-    run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
-    return json.loads((out / "summary.json").read_text()), out
 
 
 def toy_responds(ok: bool, message: str):
@@ -38,7 +24,7 @@ def toy_responds(ok: bool, message: str):
 
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_motion_bucket_notebook(tmp_path):
-    summary, out = _run(NAMES[0], tmp_path, seeds=[0, 1], num_inference_steps=8, buckets=4)
+    summary, out = run_on_toy(NAMES[0], tmp_path, seeds=[0, 1], num_inference_steps=8, buckets=4)
     assert summary["buckets"] == [0, 85, 170, 255] and summary["points"] == 8
     motion = summary["mean_motion"]
     assert all(math.isfinite(m) and m >= 0 for m in motion)
@@ -53,7 +39,7 @@ def test_motion_bucket_notebook(tmp_path):
 
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_fps_notebook(tmp_path):
-    summary, _ = _run(NAMES[1], tmp_path, seeds=[0], num_inference_steps=8, fps_values=[4, 8, 24],
+    summary, _ = run_on_toy(NAMES[1], tmp_path, seeds=[0], num_inference_steps=8, fps_values=[4, 8, 24],
                       playback_rates=[4, 16])
     assert summary["fps"] == [4, 8, 24]
     motion = summary["mean_motion"]

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from svdkit import text
-from svdkit.headless import run_notebook
 from svdkit.toy.train_text import TEXT_MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
+from tests.test_notebooks import _toy_missing, run_on_toy
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "05_text_to_video.ipynb"
@@ -220,13 +220,9 @@ def test_benchmark_prints_the_rates(tmp_path):
 
 
 @needs_text_model
-@pytest.mark.skipif(not (ROOT / "svdkit" / "toy" / "model" / "model_index.json").is_file(),
-                    reason="the toy SVD is not built (python -m svdkit.toy.train)")
+@pytest.mark.skipif(_toy_missing(), reason="the toy SVD is not built (python -m svdkit.toy.train)")
 def test_notebook_05_runs(tmp_path):
-    out = tmp_path / "out"
-    run_notebook(NOTEBOOK, tmp_path / NOTEBOOK.name, dict(model="toy", device="cpu", out_dir=str(out),
-                 num_inference_steps=2, text_steps=3, seeds=[0, 1]), cell_timeout=300, progress_bar=False)
-    summary = json.loads((out / "summary.json").read_text())
+    summary, out = run_on_toy(NOTEBOOK.name, tmp_path, num_inference_steps=2, text_steps=3, seeds=[0, 1])
     assert summary["frames_shape"] == [14, 64, 64, 3] and summary["image_size"] == [64, 64]
     assert summary["wanted"] == [["red", "circle"], ["blue", "square"]]
     assert summary["widget"]["frames_shape"] == [14, 64, 64, 3]
