@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=Path, default=None, metavar="PREFIX",
                    help="also write PREFIX.png (filmstrips) and PREFIX.gif (side by side) of the first scene's clips")
     args = p.parse_args(argv)
+    if not (args.model / "model_index.json").is_file():
+        p.error(f"--model: no diffusers pipeline folder (with model_index.json) at {args.model}")
     n = args.scenes or (3 if args.quick else 8)
     torch.set_num_threads(args.threads)
 

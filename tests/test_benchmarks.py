@@ -87,3 +87,10 @@ def test_toy_quality_references():
     back = bench.vae_round_trip(vae, clip)
     assert back.shape == clip.shape and back.dtype == np.uint8
     assert bench.psnr(back, clip) > 20 and not np.array_equal(back, clip)
+
+
+def test_toy_quality_names_a_missing_model(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "toy_quality.py"), "--model", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--model: no diffusers pipeline folder" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
