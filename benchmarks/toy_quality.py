@@ -18,8 +18,8 @@ frames gives one displacement of its centroid, in pixels.
 
 Each line prints the measurement, the target and PASS or FAIL; the exit status is 1 if anything failed.
 The same motion measure on the rendered (true) clips is printed beside it as a reference; for check 4
-also the true clips' VAE round trips (encode, decode: the most any UNet on this VAE can show) and the
-share of each frame index.
+also the true clips' VAE round trips (encode, decode: what the encoder's own latents look like once decoded;
+a reference, not a bound, since a UNet may make latents that decode cleaner) and the share of each frame index.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def shapes_kept(frames: np.ndarray, seed: int) -> float:
 
 @torch.no_grad()
 def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
-    """uint8 (F, H, W, 3) through the VAE and back (latent mode, temporal decoder): what any UNet's
-    perfect latents would look like."""
+    """uint8 (F, H, W, 3) through the VAE and back (latent mode, temporal decoder): the encoder's
+    latents of the true clip, decoded: a reference for check 4."""
     x = _to_model(frames)  # (F, 3, H, W) in [-1, 1]
     return to_uint8(vae.decode(vae.encode(x).latent_dist.mode(), num_frames=len(frames)).sample)
 
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     by_frame = np.mean([kept_by_frame(c, s) for key in clips for s, c in zip(seeds, clips[key])], 0)  # (F,)
     kept = float(by_frame.mean())
     kept_true = float(np.mean([shapes_kept(c, s) for key in clips for s, c in zip(seeds, true[key])]))
-    # the ceiling of any UNet on this VAE: the true clips' own latents, decoded
+    # a reference, not a bound: the true clips' own latents, decoded
     kept_vae = float(np.mean([shapes_kept(vae_round_trip(pipe.vae, c), s) for key in clips
                               for s, c in zip(seeds, true[key])]))
     ok.append(report("4. frames with the scene's shapes (fraction)", kept, ">= 0.85", kept >= 0.85,

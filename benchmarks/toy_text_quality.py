@@ -16,7 +16,7 @@ area, less convex than any shape of the world, is no shape).
 2. colours + shapes: and every named shape is that colour's blob's shape (per image; target >= 80%).
 
 Per-object rates, extra colours (drawn but not named), and the same detector on the true rendered frames
-and on their VAE reconstructions (the ceilings the drawing model works under) are printed beside them.
+and on their VAE reconstructions (references: drawings can score higher than round trips) are printed beside them.
 Each line prints the measurement, the target and PASS or FAIL; the exit status is 1 if anything failed.
 """
 
