@@ -94,3 +94,34 @@ def test_toy_quality_names_a_missing_model(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--model: no diffusers pipeline folder" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_toy_x0_error_splits_and_estimates():
+    """split_error's global part is a per-frame, per-channel offset and its local part the rest; x0_estimates
+    returns the true latents, the copy of the first frame, and the UNet's estimates, all (F, 4, h, w)."""
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+
+    from svdkit.toy import MODEL_PATH
+    from svdkit.toy.world import HELD_OUT_SEED, render_clip
+
+    spec = importlib.util.spec_from_file_location("toy_x0_error", ROOT / "benchmarks" / "toy_x0_error.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    truth = torch.randn(14, 4, 8, 8)
+    assert bench.split_error(truth + 0.5, truth) == pytest.approx((0.25, 0.25, 0.0), abs=1e-6)
+    bump = truth.clone()
+    bump[3, 1, 2, 2] += 8.0  # one cell: mostly local, a little global
+    total, glob, local = bench.split_error(bump, truth)
+    assert total == pytest.approx(glob + local) and local > 50 * glob > 0
+
+    pipe = StableVideoDiffusionPipeline.from_pretrained(MODEL_PATH)
+    gen = torch.Generator().manual_seed(0)
+    still = bench.x0_estimates(pipe, render_clip(HELD_OUT_SEED + 5, 0, 7), 0, 0.5, gen)
+    moving = bench.x0_estimates(pipe, render_clip(HELD_OUT_SEED + 5, 255, 7), 255, 0.5, gen)
+    assert set(still) == {"truth", "copy", "conditional", "guided"}
+    assert all(v.shape == (14, 4, 8, 8) for v in still.values())
+    # a still clip is its first frame repeated; a moving one is not, and at low noise the UNet does far better
+    assert bench.split_error(still["copy"], still["truth"])[0] < 0.01
+    copy_error = bench.split_error(moving["copy"], moving["truth"])[0]
+    assert bench.split_error(moving["conditional"], moving["truth"])[0] < copy_error / 5
