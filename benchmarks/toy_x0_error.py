@@ -5,9 +5,9 @@
 
 In the toy world a clip is fully determined by its first frame and the knobs, so at any noise level a perfect
 UNet's estimate x0 of the clean clip would be the true clip itself. This script adds noise of level sigma to
-the true latents of held-out clips, asks the UNet for x0 exactly as the sampler does (EDM preconditioning,
-v-prediction, image latents and CLIP embedding of the first frame, noise_aug_strength 0.02), once with the
-image (conditional) and once with the pipeline's per-frame guidance 1 -> 3 applied to it, and prints the mean
+the true latents of held-out clips, asks the UNet for x0 through svdkit's own sampling stages (svdkit.sampling:
+encode_image, condition, one denoise step; noise_aug_strength 0.02), both as the conditional prediction and
+with the pipeline's per-frame guidance 1 -> 3 applied to it, and prints the mean
 squared error in the scaled latents, split into the per-frame, per-channel spatial means ("global": a wrong
 background or overall tint) and the rest ("local": shapes in the wrong place or colour). The "copy" row is
 the error of repeating the first frame's latents over every frame: what a UNet that ignored the motion gets.
@@ -16,7 +16,6 @@ the error of repeating the first frame's latents over every frame: what a UNet t
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.toy import MODEL_PATH  # noqa: E402
-from svdkit.toy.train import _clip_embeddings, _to_model, count  # noqa: E402
+from svdkit.sampling import condition, denoise, encode_image, guidance_schedule, set_schedule  # noqa: E402
+from svdkit.toy.train import _to_model, count  # noqa: E402
 from svdkit.toy.world import HELD_OUT_SEED, render_clip  # noqa: E402
 
 BUCKETS = (0, 64, 192)
@@ -44,35 +44,39 @@ def split_error(x0: torch.Tensor, truth: torch.Tensor) -> tuple[float, float, fl
 
 
 @torch.no_grad()
-def x0_estimates(pipe, frames: np.ndarray, bucket: float, sigma: float, generator: torch.Generator) -> dict:
-    """The UNet's x0 for clip `frames` (F, H, W, 3) uint8 noised to `sigma`: scaled latents (F, 4, h, w), by name.
+def encode_clip(pipe, frames: np.ndarray, bucket: float, generator: torch.Generator) -> tuple:
+    """Stages 1 and 2 for the first frame of `frames` (F, H, W, 3) uint8, and the true clip's latents.
 
-    Returns {"truth", "copy", "conditional", "guided"}.
+    Returns (truth: scaled latents (F, 4, h, w), svdkit.sampling.Condition of the first frame).
     """
-    vae, unet = pipe.vae, pipe.unet
-    sf = vae.config.scaling_factor
-    x = _to_model(frames)  # (F, 3, H, W) in [-1, 1]
-    num_frames = len(frames)
-    truth = vae.encode(x).latent_dist.mode() * sf  # (F, 4, h, w), scaled as the sampler's latents are
-    first = x[:1]
-    image_latents = vae.encode(first + AUG * torch.randn(first.shape, generator=generator)).latent_dist.mode()
-    image_latents = image_latents.unsqueeze(1).expand(-1, num_frames, -1, -1, -1)  # (1, F, 4, h, w), unscaled
-    embedding = _clip_embeddings(pipe, first)  # (1, 1, D)
+    from PIL import Image
+
+    truth = pipe.vae.encode(_to_model(frames)).latent_dist.mode() * pipe.vae.config.scaling_factor
+    height, width = frames.shape[1:3]
+    stage1 = encode_image(pipe, Image.fromarray(frames[0]), generator, height=height, width=width,
+                          noise_aug_strength=AUG)
+    return truth, condition(*stage1, fps=FPS, motion_bucket_id=bucket, noise_aug_strength=AUG)
+
+
+@torch.no_grad()
+def x0_estimates(pipe, clip: tuple, sigma: float, generator: torch.Generator) -> dict:
+    """The UNet's x0 for an `encode_clip` result noised to `sigma`: scaled latents (F, 4, h, w), by name.
+
+    Returns {"truth", "copy", "conditional", "guided"}; the last two are the scheduler's own x0
+    (pred_original_sample) from the conditional and from the guided (1 -> 3) prediction of one UNet pass.
+    """
+    truth, cond = clip
+    num_frames = len(truth)
     noisy = (truth + sigma * torch.randn(truth.shape, generator=generator)).unsqueeze(0)  # (1, F, 4, h, w)
-    c_in = 1 / math.sqrt(sigma**2 + 1)
-    # batch of two, as the pipeline builds it: [unconditional (zero image latents, zero embedding), conditional]
-    model_in = torch.cat([torch.cat([noisy * c_in, torch.zeros_like(image_latents)], 2),
-                          torch.cat([noisy * c_in, image_latents], 2)])  # (2, F, 8, h, w)
-    out = unet(model_in, torch.full((2,), 0.25 * math.log(sigma)),
-               encoder_hidden_states=torch.cat([torch.zeros_like(embedding), embedding]),
-               added_time_ids=torch.tensor([[FPS - 1, bucket, AUG]] * 2, dtype=torch.float32), return_dict=False)[0]
-    scale = torch.linspace(1.0, 3.0, num_frames).view(1, num_frames, 1, 1, 1)  # the pipeline's default ramp
-    guided = out[:1] + scale * (out[1:] - out[:1])
-
-    def to_x0(v):  # EDM with v-prediction, as EulerDiscreteScheduler undoes it
-        return (v * (-sigma / math.sqrt(sigma**2 + 1)) + noisy / (sigma**2 + 1))[0]
-
-    return {"truth": truth, "copy": image_latents[0] * sf, "conditional": to_x0(out[1:]), "guided": to_x0(guided)}
+    guidance = guidance_schedule("linear", num_frames)[None]  # (1, F): the pipeline's default, 1 -> 3
+    set_schedule(pipe, 1, sigmas=[sigma, 0.0])  # one Euler step from sigma: the scheduler reports its x0
+    _, _, record = denoise(pipe, noisy, cond, guidance, capture=True)  # record: (steps, 1, F, 4, h, w)
+    # the same step from the conditional prediction alone, which that pass also recorded
+    set_schedule(pipe, 1, sigmas=[sigma, 0.0])
+    conditional = pipe.scheduler.step(record["cond"][0], pipe.scheduler.timesteps[0], noisy).pred_original_sample
+    copy = cond.image_latents.expand(num_frames, -1, -1, -1) * pipe.vae.config.scaling_factor  # first frame, repeated
+    out = {"truth": truth, "copy": copy, "conditional": conditional[0], "guided": record["x0"][0, 0]}
+    return out
 
 
 def main(argv=None) -> int:
@@ -92,9 +96,9 @@ def main(argv=None) -> int:
     rows: dict[tuple, list] = {}
     for seed in range(FIRST_SEED, FIRST_SEED + args.scenes):
         for bucket in BUCKETS:
-            frames = render_clip(seed, bucket, FPS)
+            clip = encode_clip(pipe, render_clip(seed, bucket, FPS), bucket, generator)  # once for every sigma
             for sigma in SIGMAS:
-                est = x0_estimates(pipe, frames, bucket, sigma, generator)
+                est = x0_estimates(pipe, clip, sigma, generator)
                 for name in ("conditional", "guided"):
                     rows.setdefault((bucket, name, sigma), []).append(split_error(est[name], est["truth"]))
             rows.setdefault((bucket, "copy", 0.0), []).append(split_error(est["copy"], est["truth"]))

@@ -117,8 +117,9 @@ def test_toy_x0_error_splits_and_estimates():
 
     pipe = StableVideoDiffusionPipeline.from_pretrained(MODEL_PATH)
     gen = torch.Generator().manual_seed(0)
-    still = bench.x0_estimates(pipe, render_clip(HELD_OUT_SEED + 5, 0, 7), 0, 0.5, gen)
-    moving = bench.x0_estimates(pipe, render_clip(HELD_OUT_SEED + 5, 255, 7), 255, 0.5, gen)
+    still = bench.x0_estimates(pipe, bench.encode_clip(pipe, render_clip(HELD_OUT_SEED + 5, 0, 7), 0, gen), 0.5, gen)
+    moving = bench.x0_estimates(pipe, bench.encode_clip(pipe, render_clip(HELD_OUT_SEED + 5, 255, 7), 255, gen), 0.5,
+                                gen)
     assert set(still) == {"truth", "copy", "conditional", "guided"}
     assert all(v.shape == (14, 4, 8, 8) for v in still.values())
     # a still clip is its first frame repeated; a moving one is not, and at low noise the UNet does far better
