@@ -40,8 +40,10 @@ The CLIP image encoder is a fixed, seeded random network (see README.md for why)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -51,17 +53,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_clip
+from svdkit.toy.checkpoint import Run, load_optimizer, optimizer_tensors, rng_state, set_rng_state
+from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip, scene_colours, shapes_kept
 
-__all__ = ["build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet", "main"]
+__all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet",
+           "evaluate", "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
 NUM_FRAMES = 14
-SIZE = 64  # pixels; latents are SIZE / 8
+SIZE = 64  # pixels
 THREADS = 2
 
-VAE_STEPS = 4000
 VAE_BATCH = 8  # chunks per step, cropped to VAE_CROP; whole-frame steps take VAE_BATCH // 4 (the same pixels)
 VAE_CHUNK = 4  # consecutive frames per chunk (the temporal decoder sees its neighbours)
 VAE_CROP = 32  # pixels, on the latent grid
@@ -70,12 +73,10 @@ VAE_LR = 2e-3
 VAE_KL = 1e-4
 VAE_SHAPE_WEIGHT = 10.0
 
-POOL_SCENES = 250
 POOL_SPEEDS = 4  # clips per scene, from still to POOL_MAX_STEP
 POOL_FRAMES = 24
 POOL_MAX_STEP = 5.0  # pixels per frame; the fastest the world allows is MAX_SPEED / 3 = 8
 
-UNET_STEPS = 2200
 UNET_BATCH = 8
 UNET_SPEEDS = 2  # clips of one scene in a batch, at different speeds drawn from its POOL_SPEEDS
 UNET_LR = 3e-3
@@ -89,23 +90,50 @@ NOISE_AUG_MAX = 0.2
 FPS_RANGE = (3.0, 30.0)
 
 LOG_EVERY = 25
+EVAL_SEED = HELD_OUT_SEED + 500  # held-out scenes for the learning curves (the benchmark starts at + 1000)
+EVAL_SCENES = 6
+EVAL_BUCKETS = (0, 128, 255)
+DEFAULT_RUNS = Path(os.environ.get("SVDKIT_CACHE", Path.home() / ".cache" / "svdkit")) / "toy_runs"
 
-VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=SIZE,
-    down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(32, 32, 64, 64),  # 64 -> 8: 3 downsamples
-)
-UNET_CONFIG = dict(
-    sample_size=SIZE // 8, in_channels=8, out_channels=4, num_frames=NUM_FRAMES,
-    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-    # 64 channels, not 32: every ResNet adds the time embedding (noise level, fps, bucket, noise aug) as a
-    # per-channel bias right before a GroupNorm with 32 groups. With 32 channels each group is a single
-    # channel, whose spatial mean the norm subtracts: the embedding would be erased.
-    block_out_channels=(64, 64), layers_per_block=1, num_attention_heads=(4, 4), cross_attention_dim=32,
-    # 8 sinusoidal features per id (frequencies 1, 0.1, 0.01, 0.001): fps - 1 and bucket mostly land on
-    # smooth, monotone features instead of ones that wrap around many times over their range
-    addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,
-)
+_DOWN, _CROSS = "DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"
+_UP = {_DOWN: "UpBlockSpatioTemporal", _CROSS: "CrossAttnUpBlockSpatioTemporal"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything that tells one toy design from another; ``RECIPES`` holds the ones worth rerunning.
+
+    The VAE downsamples ``2 ** (len(vae_blocks) - 1)`` times (the pipeline reads its scale factor from the same
+    config), so ``vae_blocks`` of three entries give 16x16 latents for 64-pixel frames, four give 8x8.
+    """
+
+    name: str
+    world: str = "palette"  # the scene distribution (svdkit.toy.world.WORLDS)
+    vae_blocks: tuple[int, ...] = (32, 32, 64, 64)
+    unet_blocks: tuple[int, ...] = (64, 64)
+    unet_down: tuple[str, ...] = (_CROSS, _DOWN)  # attention where CrossAttn...; outermost (finest) block first
+    vae_steps: int = 4000
+    pool_scenes: int = 250
+    unet_steps: int = 2200
+    shape_mask: str = "saturation"  # how the VAE finds the shapes it weighs: saturated pixels, or off-background
+    note: str = ""
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.vae_blocks) - 1)
+
+
+RECIPES = {
+    "v1": Recipe("v1", note="the shipped weights: the palette world, 8x8 latents"),
+    # the second generation: a broad world, 16x16 latents (a 4x VAE), a three-level UNet; screened on two seeds each
+    "v2-attn8": Recipe("v2-attn8", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
+                       unet_down=(_DOWN, _CROSS, _DOWN), pool_scenes=500, unet_steps=8000, shape_mask="background",
+                       note="16x16 latents; attention at 8x8 only"),
+    "v2-attn84": Recipe("v2-attn84", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
+                        unet_down=(_DOWN, _CROSS, _CROSS), pool_scenes=500, unet_steps=8000,
+                        shape_mask="background", note="16x16 latents; attention at 8x8 and 4x4"),
+}
+
 CLIP_CONFIG = dict(
     image_size=224, patch_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
     num_attention_heads=2, projection_dim=32,
@@ -117,17 +145,37 @@ SCHEDULER_CONFIG = dict(  # Stable Video Diffusion's own scheduler_config.json
 )
 
 
+def vae_config(recipe: Recipe) -> dict:
+    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=SIZE,
+                down_block_types=("DownEncoderBlock2D",) * len(recipe.vae_blocks), block_out_channels=recipe.vae_blocks)
+
+
+def unet_config(recipe: Recipe) -> dict:
+    return dict(
+        sample_size=SIZE // recipe.factor, in_channels=8, out_channels=4, num_frames=NUM_FRAMES,
+        down_block_types=recipe.unet_down, up_block_types=tuple(_UP[t] for t in reversed(recipe.unet_down)),
+        # 64 channels, not 32: every ResNet adds the time embedding (noise level, fps, bucket, noise aug) as a
+        # per-channel bias right before a GroupNorm with 32 groups. With 32 channels each group is a single
+        # channel, whose spatial mean the norm subtracts: the embedding would be erased.
+        block_out_channels=recipe.unet_blocks, layers_per_block=1, num_attention_heads=(4,) * len(recipe.unet_blocks),
+        cross_attention_dim=32,
+        # 8 sinusoidal features per id (frequencies 1, 0.1, 0.01, 0.001): fps - 1 and bucket mostly land on
+        # smooth, monotone features instead of ones that wrap around many times over their range
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,
+    )
+
+
 # ------------------------------------------------------------------------------ components
-def build_pipeline(seed: int = SEED):
-    """A fresh, untrained toy StableVideoDiffusionPipeline with seeded weights."""
+def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
+    """A fresh, untrained toy StableVideoDiffusionPipeline of ``recipe`` with seeded weights."""
     from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
                            UNetSpatioTemporalConditionModel)
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLTemporalDecoder(**VAE_CONFIG)
+    vae = AutoencoderKLTemporalDecoder(**vae_config(recipe))
     torch.manual_seed(seed + 1)
-    unet = UNetSpatioTemporalConditionModel(**UNET_CONFIG)
+    unet = UNetSpatioTemporalConditionModel(**unet_config(recipe))
     torch.manual_seed(seed + 2)
     image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_CONFIG)).eval()
     return StableVideoDiffusionPipeline(
@@ -150,34 +198,76 @@ def _to_model(frames: np.ndarray) -> torch.Tensor:
     return x.movedim(-1, -3)
 
 
+def _resume(run: Run | None, stage: str, model, opt, rng, gen=None, ema=None) -> int:
+    """Load the newest checkpoint of ``stage`` into the model, optimizer, EMA and random streams; the step it
+    reached (0 if there is none)."""
+    found = run.latest(stage) if run is not None else None
+    if found is None:
+        return 0
+    tensors, state = found
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_optimizer(opt, tensors, state["optimizer"])
+    set_rng_state(rng, tensors, state["rng"], gen)
+    if ema is not None:
+        for (n, _), e in zip(model.named_parameters(), ema):
+            e.copy_(tensors[f"ema.{n}"])
+    print(f"{stage}: resumed at step {state['step']} from {run.folder}", flush=True)
+    return int(state["step"])
+
+
+def _checkpoint(run: Run, stage: str, step: int, model, opt, rng, gen=None, ema=None, **extra) -> None:
+    opt_t, opt_s = optimizer_tensors(opt)
+    rng_t, rng_s = rng_state(rng, gen)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t, **rng_t}
+    if ema is not None:
+        tensors.update({f"ema.{n}": e for (n, _), e in zip(model.named_parameters(), ema)})
+    run.save(stage, step, tensors, {"optimizer": opt_s, "rng": rng_s, **extra})
+
+
 # ------------------------------------------------------------------------------ 1. VAE
 def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def shape_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
+def shape_weights(x: torch.Tensor, weight: float, background: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel loss weights (B, 1, H, W) for frames x (B, 3, H, W) in [-1, 1]: 1 + `weight` on and near shapes.
 
-    Palette colours are saturated (max - min channel > 100 of 255), backgrounds are not (< 30). The weight
-    extends 3 pixels past each shape, so that bleeding colour into the background costs as much as missing
-    it: the outline is what tells the shapes apart.
+    Without ``background``, shapes are the saturated pixels (the palette world: palette colours have max - min
+    channel > 100 of 255, its backgrounds < 30). With the frames' own ``background`` (B, 3, H, W), shapes are the
+    pixels that differ from it (any world: white, black and saturated backgrounds included). The weight extends
+    3 pixels past each shape, so that bleeding colour into the background costs as much as missing it: the outline
+    is what tells the shapes apart.
     """
-    saturation = x.amax(1, keepdim=True) - x.amin(1, keepdim=True)  # (B, 1, H, W), in [-1, 1] units
-    near = F.max_pool2d((saturation > 0.4).float(), kernel_size=7, stride=1, padding=3)
+    if background is None:
+        on = (x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) > 0.4  # (B, 1, H, W), in [-1, 1] units
+    else:
+        on = (x - background).abs().amax(1, keepdim=True) > 0.2
+    near = F.max_pool2d(on.float(), kernel_size=7, stride=1, padding=3)
     return 1.0 + weight * near
 
 
-def _crop(frames: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """The same `size` x `size` window of every frame (F, H, W, 3), at an offset on the latent grid (8 px)."""
-    y, x = 8 * rng.integers((frames.shape[1] - size) // 8 + 1, size=2)
+def _crop(frames: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
+    """The same `size` x `size` window of every frame (F, H, W, C), at an offset on the latent grid (`grid` px)."""
+    y, x = grid * rng.integers((frames.shape[1] - size) // grid + 1, size=2)
     return frames[:, y: y + size, x: x + size]
 
 
-def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VAE_BATCH) -> list:
-    """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...].
+def _vae_chunk(rng: np.random.Generator, recipe: Recipe) -> np.ndarray:
+    """VAE_CHUNK frames of a fresh training scene, (K, H, W, 3) uint8, with its background as a 4th channel pair:
+    returns (K, H, W, 6) where [..., 3:] is the scene's background (the same for every frame)."""
+    seed = int(rng.integers(HELD_OUT_SEED))
+    clip = render_clip(seed, *_sample_motion(rng), num_frames=VAE_CHUNK, world=recipe.world)
+    bg = np.rint(render_background(seed, world=recipe.world)).astype(np.uint8)
+    return np.concatenate([clip, np.broadcast_to(bg, clip.shape)], -1)
+
+
+def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VAE_BATCH,
+              recipe: Recipe = RECIPES["v1"], run: Run | None = None) -> list:
+    """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...] of this sitting.
 
     A step sees `batch` chunks of VAE_CHUNK frames cropped to VAE_CROP, or, in the last VAE_FULL of the
-    steps, `batch` // 4 whole chunks (the same number of pixels).
+    steps, `batch` // 4 whole chunks (the same number of pixels). With a ``run``, it continues from the run's last
+    VAE checkpoint and writes one every ``run.every`` seconds and at the end.
     """
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
@@ -185,19 +275,20 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
     with torch.no_grad():  # start nearly deterministic: posterior std e^-3 instead of 1
         vae.quant_conv.bias[vae.config.latent_channels:] = -6.0
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
-    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1))
+    start = _resume(run, "vae", vae, opt, rng)
+    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), start=start)
     log = []
     t0 = time.time()
-    for step in range(steps):
-        # (B*K, h, w, 3): B chunks of K consecutive frames, each from a fresh training scene
+    for step in range(start, steps):
+        # (B*K, h, w, 6): B chunks of K consecutive frames, each from a fresh training scene, and their backgrounds
         whole = step >= steps * (1 - VAE_FULL)
-        chunks = [render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=VAE_CHUNK)
-                  for _ in range(max(1, batch // 4) if whole else batch)]
-        frames = np.concatenate(chunks if whole else [_crop(c, VAE_CROP, rng) for c in chunks])
-        x = _to_model(frames).to(device)  # (B*K, 3, h, w)
-        weight = shape_weights(x, VAE_SHAPE_WEIGHT)  # (B*K, 1, h, w)
+        chunks = [_vae_chunk(rng, recipe) for _ in range(max(1, batch // 4) if whole else batch)]
+        frames = np.concatenate(chunks if whole else [_crop(c, VAE_CROP, rng, recipe.factor) for c in chunks])
+        x = _to_model(frames[..., :3]).to(device)  # (B*K, 3, h, w)
+        bg = _to_model(frames[..., 3:]).to(device) if recipe.shape_mask == "background" else None
+        weight = shape_weights(x, VAE_SHAPE_WEIGHT, bg)  # (B*K, 1, h, w)
         post = vae.encode(x).latent_dist
-        z = post.sample()  # (B*K, 4, h/8, w/8)
+        z = post.sample()  # (B*K, 4, h/f, w/f)
         y = vae.decode(z, num_frames=VAE_CHUNK).sample  # (B*K, 3, h, w)
         err = y - x
         mse = (err**2).mean()
@@ -214,18 +305,22 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
             log.append((step, round(loss.item(), 5), round(psnr, 2)))
             print(f"vae  {step:5d}/{steps}  loss {loss.item():.4f}  psnr {psnr:5.2f} dB  {time.time() - t0:6.0f}s",
                   flush=True)
+            if run is not None:
+                run.log(stage="vae", step=step, loss=round(loss.item(), 5), psnr=round(psnr, 2))
+        if run is not None and (run.due() or step == steps - 1):
+            _checkpoint(run, "vae", step + 1, vae, opt, rng)
     vae.eval()
     return log
 
 
 @torch.no_grad()
-def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 48) -> float:
+def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 48, world: str = "palette") -> float:
     """1 / std of the latents of training clips, so that scaled latents have unit std (as SD's 0.18215 does)."""
     rng = np.random.default_rng([seed, 2])
     vae.eval()
     zs = []
     for _ in range(clips):
-        clip = render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=NUM_FRAMES)
+        clip = render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=NUM_FRAMES, world=world)
         zs.append(vae.encode(_to_model(clip).to(device)).latent_dist.mode())
     return float(1.0 / torch.cat(zs).std())
 
@@ -233,7 +328,7 @@ def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 4
 # ------------------------------------------------------------------------------ 2. latent pool
 @torch.no_grad()
 def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames: int = POOL_FRAMES,
-                speeds: int = POOL_SPEEDS):
+                speeds: int = POOL_SPEEDS, world: str = "palette"):
     """Render and encode each of ``n_scenes`` training scenes at ``speeds`` speeds, one of them still.
 
     Returns a dict: ``frames`` uint8 (N, K, T, H, W, 3), ``latents`` (N, K, T, 4, h, w) unscaled VAE
@@ -249,7 +344,8 @@ def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames
         # stratified speeds: 0, then one from each slice of (0, POOL_MAX_STEP]
         edges = np.linspace(0, POOL_MAX_STEP, speeds)
         step = np.concatenate([[0.0], rng.uniform(edges[:-1], edges[1:])])
-        clips = np.stack([render_clip(scene, d * fps / MAX_SPEED * 255, fps, num_frames=num_frames) for d in step])
+        clips = np.stack([render_clip(scene, d * fps / MAX_SPEED * 255, fps, num_frames=num_frames, world=world)
+                          for d in step])
         frames.append(clips)  # (K, T, H, W, 3)
         z = vae.encode(_to_model(clips.reshape(-1, *clips.shape[2:])).to(device)).latent_dist.mode()
         latents.append(z.cpu().reshape(speeds, num_frames, *z.shape[1:]))  # (K, T, 4, h, w)
@@ -257,6 +353,22 @@ def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames
         if i % 100 == 0 or i == n_scenes - 1:
             print(f"pool {i + 1:5d}/{n_scenes}  {time.time() - t0:6.0f}s", flush=True)
     return {"frames": np.stack(frames), "latents": torch.stack(latents), "step": np.stack(steps)}
+
+
+def _save_pool(pool: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"frames": torch.from_numpy(pool["frames"]), "latents": pool["latents"].contiguous(),
+               "step": torch.from_numpy(pool["step"])}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_pool(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    return {"frames": t["frames"].numpy(), "latents": t["latents"], "step": t["step"].numpy()}
 
 
 # ------------------------------------------------------------------------------ 3. UNet
@@ -281,11 +393,15 @@ def _relabel(step: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
 
 
 def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, batch: int = UNET_BATCH,
-               checkpoint: tuple[int, Path] | None = None, callback=None) -> list:
-    """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...].
+               callback=None, run: Run | None = None, until: int | None = None, eval_every: int = 0,
+               world: str = "palette") -> list:
+    """Fit the UNet with EDM v-prediction on windows of the latent pool; returns [(step, loss), ...] of this sitting.
 
     ``callback(step, loss)``, if given, is called after every logged step (notebook 06 draws its live
-    loss curve with it).
+    loss curve with it). With a ``run``, training continues from the run's last UNet checkpoint, writes one every
+    ``run.every`` seconds, logs every row to the run, and every ``eval_every`` steps scores the averaged weights
+    on held-out scenes of ``world`` (:func:`evaluate`) for the learning curve. ``until`` stops early at that step
+    (with a checkpoint, and without folding the average into the weights), so that several runs can take turns.
     """
     unet, vae = pipe.unet, pipe.vae
     sf = vae.config.scaling_factor
@@ -299,14 +415,16 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     rest = [p for n, p in unet.named_parameters() if not n.startswith("add_embedding.")]
     opt = torch.optim.AdamW([{"params": rest}, {"params": cond, "lr": UNET_LR * COND_LR_MULT}],
                             lr=UNET_LR, weight_decay=0.01)
-    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1))
+    start = _resume(run, "unet", unet, opt, rng, gen, ema)
+    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), start=start)
+    stop = steps if until is None else min(steps, until)
     n, S, T = pool["latents"].shape[:3]  # scenes, speeds, frames per clip
     K = min(UNET_SPEEDS, S)  # clips per scene in a batch
     G = max(1, batch // K)  # scenes in a batch
     B = G * K
     log = []
     t0 = time.time()
-    for step in range(steps):
+    for step in range(start, stop):
         # a. G scenes, each at K of its speeds, with one window and one direction per scene
         idx = rng.integers(n, size=G)
         speeds = np.stack([rng.choice(S, K, replace=False) for _ in range(G)])  # (G, K)
@@ -364,14 +482,23 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             decay = min(UNET_EMA, (1 + step) / (10 + step))
             for e, p in zip(ema, unet.parameters()):
                 e.lerp_(p.detach(), 1 - decay)
-        if checkpoint and checkpoint[0] and (step + 1) % checkpoint[0] == 0:  # the EMA weights so far
-            snapshot = {n: e.detach().cpu() for (n, _), e in zip(unet.named_parameters(), ema)}
-            _save_unet_snapshot(unet, snapshot, checkpoint[1])
         if step % LOG_EVERY == 0 or step == steps - 1:
             log.append((step, round(loss.item(), 5)))
             print(f"unet {step:5d}/{steps}  loss {loss.item():.4f}  {time.time() - t0:6.0f}s", flush=True)
             if callback is not None:
                 callback(step, loss.item())
+            if run is not None:
+                run.log(stage="unet", step=step, loss=round(loss.item(), 5), sigma=round(float(sigma.mean()), 4))
+        if run is not None and eval_every and (step + 1) % eval_every == 0:
+            with _averaged(unet, ema):
+                scores = evaluate(pipe, device=device, world=world)
+            run.log(stage="eval", step=step + 1, **scores)
+            print(f"eval {step + 1:5d}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+            unet.train()
+        if run is not None and (run.due() or step == stop - 1):
+            _checkpoint(run, "unet", step + 1, unet, opt, rng, gen, ema)
+    if stop < steps:
+        return log
     with torch.no_grad():
         for e, p in zip(ema, unet.parameters()):
             p.copy_(e)
@@ -379,21 +506,64 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     return log
 
 
-def _save_unet_snapshot(unet, params: dict, folder: Path) -> None:
-    from diffusers import UNetSpatioTemporalConditionModel
+class _averaged:
+    """``with _averaged(unet, ema):`` the UNet holds the EMA weights (in eval mode) inside the block."""
 
-    copy = UNetSpatioTemporalConditionModel.from_config(unet.config)
-    copy.load_state_dict({**unet.state_dict(), **params})
-    copy.save_pretrained(folder, safe_serialization=True)
+    def __init__(self, unet, ema):
+        self.unet, self.ema = unet, ema
+
+    def __enter__(self):
+        self.saved = [p.detach().clone() for p in self.unet.parameters()]
+        with torch.no_grad():
+            for p, e in zip(self.unet.parameters(), self.ema):
+                p.copy_(e)
+        self.unet.eval()
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for p, s in zip(self.unet.parameters(), self.saved):
+                p.copy_(s)
 
 
-def _warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1):
-    """Linear warm-up over `warmup` steps, then a cosine from the full rate down to `floor` of it."""
+@torch.no_grad()
+def evaluate(pipe, *, device: str = "cpu", world: str = "palette", scenes: int = EVAL_SCENES,
+             buckets=EVAL_BUCKETS, steps: int = 10) -> dict:
+    """Score a pipeline for the learning curves: held-out scenes of ``world`` at ``buckets`` (fps 7, ``steps``
+    sampling steps, guidance 1 -> 3, as the stock pipeline does it). Returns ``kept`` (share of frames that keep
+    the scene's shapes, check 4 of the benchmark), ``kept_255`` (the same at the top bucket) and ``first_psnr`` (dB,
+    frame 0 against the input)."""
+    from PIL import Image
+
+    from svdkit.metrics import psnr
+
+    pipe.set_progress_bar_config(disable=True)
+    kept, top, first = [], [], []
+    for seed in range(EVAL_SEED, EVAL_SEED + scenes):
+        image = render_clip(seed, num_frames=1, world=world)[0]
+        colours, bg = scene_colours(seed, world=world), render_background(seed, world=world)
+        for bucket in buckets:
+            frames = pipe(Image.fromarray(image), height=SIZE, width=SIZE, num_frames=NUM_FRAMES, fps=7,
+                          motion_bucket_id=bucket, noise_aug_strength=0.02, num_inference_steps=steps,
+                          generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+            frames = np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)  # (F, H, W, 3)
+            k = float(shapes_kept(frames, colours, bg).mean())
+            kept.append(k)
+            top += [k] if bucket == max(buckets) else []
+            first.append(psnr(frames[0], image))
+    return {"kept": round(float(np.mean(kept)), 4), "kept_255": round(float(np.mean(top)), 4),
+            "first_psnr": round(float(np.mean(first)), 3)}
+
+
+def _warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1, start: int = 0):
+    """Linear warm-up over `warmup` steps, then a cosine from the full rate down to `floor` of it; `start` resumes
+    the schedule at that step."""
     def factor(i):
         if i < warmup:
             return (i + 1) / warmup
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=start - 1)
 
 
 # ------------------------------------------------------------------------------ saving and checking
@@ -439,64 +609,126 @@ def count(minimum: int = 1):
     return parse
 
 
-def main(argv: list[str] | None = None) -> Path:
+def _curve(run: Run, stage: str, *fields: str) -> list:
+    """A stage's logged rows over every sitting, one per step (a step redone after a resume keeps its last row)."""
+    rows = {r["step"]: tuple(r[f] for f in fields) for r in run.rows(stage=stage)}
+    return [(step, *rows[step]) for step in sorted(rows)]
+
+
+def _same_run(run: Run, record: dict) -> None:
+    """Refuse to mix two different trainings in one run folder."""
+    starts = run.rows(stage="start")
+    if starts:
+        old = {k: starts[0].get(k) for k in record}
+        if old != record:
+            changed = ", ".join(f"{k}: {old[k]} -> {record[k]}" for k in record if old[k] != record[k])
+            raise SystemExit(f"--run-dir {run.folder} holds another training ({changed}); "
+                             "use another --run-dir, or the same settings")
+
+
+def main(argv: list[str] | None = None) -> Path | None:
     p = argparse.ArgumentParser(prog="python -m svdkit.toy.train", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the package's model folder)")
+    p.add_argument("--recipe", choices=list(RECIPES), default="v1",
+                   help="the design to train (default v1, the shipped weights); see RECIPES")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output pipeline folder (default: the package's model folder for v1, RUN_DIR/pipeline else)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help=f"checkpoints and log.jsonl of this training (default {DEFAULT_RUNS}/RECIPE-seedSEED)")
+    p.add_argument("--resume", action="store_true", help="continue the training in --run-dir from its last checkpoint")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes between checkpoints (default 10)")
+    p.add_argument("--until-step", type=count(1), default=None,
+                   help="stop the UNet stage at this step (checkpoint written); --resume continues it")
+    p.add_argument("--eval-every", type=count(0), default=None,
+                   help="score the averaged UNet on held-out scenes every N steps (default 500 for v2, 0 for v1)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--smoke", action="store_true", help="a few steps of each stage into a temporary folder")
-    p.add_argument("--vae-steps", type=count(1), default=VAE_STEPS)
-    p.add_argument("--pool-scenes", type=count(1), default=POOL_SCENES)
-    p.add_argument("--unet-steps", type=count(1), default=UNET_STEPS)
+    p.add_argument("--vae-steps", type=count(1), default=None, help="default: the recipe's")
+    p.add_argument("--pool-scenes", type=count(1), default=None, help="default: the recipe's")
+    p.add_argument("--unet-steps", type=count(1), default=None, help="default: the recipe's")
     p.add_argument("--vae-from", type=Path, default=None,
-                   help="skip stage 1 and reuse the trained VAE of this pipeline folder (its log too)")
+                   help="skip stage 1 and reuse the trained VAE of this pipeline or run folder (its pool too)")
+    p.add_argument("--pool-seed", type=count(0), default=None,
+                   help="the seed that draws the latent pool's scenes (default --seed; a screening shares one pool)")
     p.add_argument("--only-vae", action="store_true", help="stop after stage 1 (saves OUT/vae)")
-    p.add_argument("--checkpoint-every", type=count(0), default=0, help="save the EMA UNet to OUT_unet_checkpoint")
     p.add_argument("--threads", type=count(1), default=THREADS)
     p.add_argument("--seed", type=count(0), default=SEED)
     args = p.parse_args(argv)
+    if args.checkpoint_minutes <= 0:
+        p.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes}")
+    recipe = RECIPES[args.recipe]
+    vae_steps = args.vae_steps or recipe.vae_steps
+    pool_scenes = args.pool_scenes or recipe.pool_scenes
+    unet_steps = args.unet_steps or recipe.unet_steps
+    eval_every = args.eval_every if args.eval_every is not None else (0 if recipe.world == "palette" else 500)
     batches = dict(vae=VAE_BATCH, unet=UNET_BATCH)
     if args.smoke:
-        args.vae_steps, args.pool_scenes, args.unet_steps = 3, 2, 3
+        vae_steps, pool_scenes, unet_steps = args.vae_steps or 3, args.pool_scenes or 2, args.unet_steps or 3
         batches = dict(vae=1, unet=POOL_SPEEDS)
+    vae_from = args.vae_from
+    if vae_from is not None and not (vae_from / "vae" / "config.json").is_file():
+        p.error(f"--vae-from: no trained VAE (vae/config.json) in {vae_from}")
+    run_dir = args.run_dir or (Path(tempfile.mkdtemp(prefix="toy_svd_smoke_run_")) if args.smoke
+                               else DEFAULT_RUNS / f"{recipe.name}-seed{args.seed}")
+    if (run_dir / "log.jsonl").exists() and not args.resume:
+        p.error(f"--run-dir {run_dir} holds a training already: add --resume to continue it, or pick another folder")
     out = args.out or (Path(tempfile.mkdtemp(prefix="toy_svd_smoke_")) if args.smoke
-                       else Path(__file__).parent / "model")
+                       else Path(__file__).parent / "model" if recipe.name == "v1" else run_dir / "pipeline")
     torch.set_num_threads(args.threads)
+    run = Run(run_dir, every_minutes=args.checkpoint_minutes)
+    record = {"recipe": recipe.name, "seed": args.seed, "vae_steps": vae_steps, "pool_scenes": pool_scenes,
+              "pool_seed": args.pool_seed, "unet_steps": unet_steps, "vae_from": str(vae_from) if vae_from else None}
+    _same_run(run, record)
+    run.log(stage="start", **record, resume=args.resume, threads=args.threads, device=args.device)
     t_start = time.time()
 
-    # 1. VAE (or a VAE trained earlier by this same stage)
-    pipe = build_pipeline(args.seed)
+    # 1. VAE: another run's, this run's finished one, or trained here (resumable)
+    pipe = build_pipeline(args.seed, recipe)
+    vae_dir = vae_from or run_dir
     t0 = time.time()
-    if args.vae_from is None:
-        vae_log = train_vae(pipe.vae, args.vae_steps, device=args.device, seed=args.seed, batch=batches["vae"])
+    if (vae_dir / "vae" / "config.json").is_file():
+        from diffusers import AutoencoderKLTemporalDecoder
+
+        pipe.register_modules(vae=AutoencoderKLTemporalDecoder.from_pretrained(vae_dir / "vae").eval())
+        saved = json.loads((vae_dir / "vae" / "vae_log.json").read_text())
+        vae_log, vae_time = saved["log"], saved["seconds"]
+    else:
+        vae_log = train_vae(pipe.vae, vae_steps, device=args.device, seed=args.seed, batch=batches["vae"],
+                            recipe=recipe, run=run)
+        vae_log = _curve(run, "vae", "loss", "psnr")  # every sitting's rows, not just this one's
         scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
-                                                clips=4 if args.smoke else 48)
+                                                clips=4 if args.smoke else 48, world=recipe.world)
         pipe.vae.register_to_config(scaling_factor=scaling_factor)
         vae_time = time.time() - t0
         # keep the VAE on its own, so that the UNet stage can be rerun with --vae-from
-        pipe.vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True)
-        (out / "vae" / "vae_log.json").write_text(json.dumps({"seconds": vae_time, "log": vae_log}))
-    else:
-        from diffusers import AutoencoderKLTemporalDecoder
-
-        pipe.vae = AutoencoderKLTemporalDecoder.from_pretrained(args.vae_from / "vae").eval()
-        pipe.register_modules(vae=pipe.vae)
-        scaling_factor = pipe.vae.config.scaling_factor
-        saved = json.loads((args.vae_from / "vae" / "vae_log.json").read_text())
-        vae_log, vae_time = saved["log"], saved["seconds"]
-    print(f"vae done in {vae_time:.0f}s; scaling_factor {scaling_factor:.4f}", flush=True)
+        pipe.vae.to("cpu").save_pretrained(run_dir / "vae", safe_serialization=True)
+        (run_dir / "vae" / "vae_log.json").write_text(json.dumps({"seconds": vae_time, "log": vae_log}))
+    scaling_factor = pipe.vae.config.scaling_factor
+    print(f"vae ready; scaling_factor {scaling_factor:.4f}", flush=True)
     if args.only_vae:
+        pipe.vae.to("cpu").save_pretrained(out / "vae", safe_serialization=True)
         return out
 
-    # 2. latent pool
+    # 2. latent pool, encoded once per VAE and kept beside it
     t0 = time.time()
-    pool = encode_pool(pipe.vae, args.pool_scenes, device=args.device, seed=args.seed)
+    pool_seed = args.seed if args.pool_seed is None else args.pool_seed
+    pool_file = vae_dir / f"pool-{pool_scenes}-seed{pool_seed}.safetensors"
+    if pool_file.is_file():
+        pool = _load_pool(pool_file)
+    else:
+        pool = encode_pool(pipe.vae, pool_scenes, device=args.device, seed=pool_seed, world=recipe.world)
+        _save_pool(pool, pool_file)
     pool_time = time.time() - t0
 
-    # 3. UNet
+    # 3. UNet (resumable; with --until-step it stops early and leaves the rest for --resume)
     t0 = time.time()
-    unet_log = train_unet(pipe, pool, args.unet_steps, device=args.device, seed=args.seed, batch=batches["unet"],
-                          checkpoint=(args.checkpoint_every, out.parent / f"{out.name}_unet_checkpoint"))
+    unet_log = train_unet(pipe, pool, unet_steps, device=args.device, seed=args.seed, batch=batches["unet"],
+                          run=run, until=args.until_step, eval_every=eval_every, world=recipe.world)
     unet_time = time.time() - t0
+    if args.until_step is not None and args.until_step < unet_steps:
+        run.log(stage="stop", step=args.until_step)
+        print(f"stopped at UNet step {args.until_step} of {unet_steps}; continue with --resume", flush=True)
+        return None
+    unet_log = _curve(run, "unet", "loss")
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
     pipe.to("cpu")
@@ -505,23 +737,25 @@ def main(argv: list[str] | None = None) -> Path:
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "vae" / "vae_log.json").write_text(json.dumps({"seconds": vae_time, "log": vae_log}))
     record = {
-        "seed": args.seed, "device": args.device, "threads": args.threads,
+        "recipe": dataclasses.asdict(recipe), "seed": args.seed, "device": args.device, "threads": args.threads,
         "wall_seconds": {"vae": round(vae_time), "pool": round(pool_time), "unet": round(unet_time),
                          "total": round(time.time() - t_start)},
-        "vae": {"steps": len(vae_log) and vae_log[-1][0] + 1, "batch": f"{batches['vae']} chunks x {VAE_CHUNK} frames",
+        "vae": {"steps": vae_steps, "batch": f"{batches['vae']} chunks x {VAE_CHUNK} frames",
                 "crop": VAE_CROP, "whole_frames": VAE_FULL, "shape_weight": VAE_SHAPE_WEIGHT, "lr": VAE_LR,
                 "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
                 "columns": ["step", "loss", "psnr_db"], "log": vae_log},
-        "pool": {"scenes": args.pool_scenes, "speeds": POOL_SPEEDS, "frames_per_clip": POOL_FRAMES,
+        "pool": {"scenes": pool_scenes, "speeds": POOL_SPEEDS, "frames_per_clip": POOL_FRAMES,
                  "max_step": POOL_MAX_STEP},
-        "unet": {"steps": args.unet_steps, "batch": batches["unet"], "lr": UNET_LR, "ema": UNET_EMA,
+        "unet": {"steps": unet_steps, "batch": batches["unet"], "lr": UNET_LR, "ema": UNET_EMA,
                  "p_mean": P_MEAN, "p_std": P_STD, "p_uniform": P_UNIFORM, "cond_dropout": COND_DROPOUT,
                  "noise_aug_max": NOISE_AUG_MAX, "fps_range": FPS_RANGE,
                  "columns": ["step", "loss"], "log": unet_log},
+        "eval": run.rows(stage="eval"),
     }
     (out / "training_log.json").write_text(json.dumps(record, indent=1))
     _plot_losses(record, out / "loss.png")
-    print(f"saved to {out} in {time.time() - t_start:.0f}s total", flush=True)
+    run.log(stage="done", out=str(out))
+    print(f"saved to {out} in {time.time() - t_start:.0f}s", flush=True)
 
     # 5. the folder must work with stock diffusers alone
     shape = _smoke_generate(out)

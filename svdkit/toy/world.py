@@ -39,7 +39,8 @@ __all__ = [
     # the pixels
     "render_clip", "render_frame",
     # reading a clip back
-    "Detection", "detect_shapes", "PALETTE", "SHAPE_KINDS", "HELD_OUT_SEED",
+    "Detection", "detect_shapes", "scene_colours", "render_background", "shapes_kept",
+    "PALETTE", "SHAPE_KINDS", "HELD_OUT_SEED", "WORLDS", "colour_name",
 ]
 
 MAX_SPEED = 24.0
@@ -78,14 +79,11 @@ class Shape:
     """One solid shape. Lengths are in pixels of a 64x64 frame; ``direction`` is in radians (y points down)."""
 
     kind: str
-    colour: str
+    colour: str  # a name, for captions
     radius: float
     start: tuple[float, float]  # (x, y) centre at frame 0
     direction: float
-
-    @property
-    def rgb(self) -> tuple[int, int, int]:
-        return PALETTE[self.colour]
+    rgb: tuple[int, int, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,13 +109,54 @@ class Scene:
     shapes: tuple[Shape, ...]
 
 
-def describe_scene(seed: int) -> Scene:
-    """The scene of ``seed``: deterministic, independent of motion_bucket_id and fps.
+WORLDS = ("palette", "broad")
+"""The two scene distributions. ``"palette"``: the six :data:`PALETTE` colours on four dull backgrounds (what the
+shipped toy SVD and the toy text-to-image model were trained on). ``"broad"``: shapes in any saturated colour, white
+or black, of a wider range of sizes and possibly overlapping, on a background of any colour, dull or saturated, flat
+or a gentle gradient: the simple pictures a learner draws. The physics is the same in both."""
 
-    >>> scene = describe_scene(1_000_000)
-    >>> 1 <= len(scene.shapes) <= 3
-    True
+_NAMED_HUES = ((0, "red"), (25, "orange"), (50, "yellow"), (80, "lime"), (120, "green"), (160, "teal"),
+               (185, "cyan"), (220, "blue"), (265, "purple"), (295, "magenta"), (330, "pink"), (360, "red"))
+_MIN_CONTRAST = 120.0  # RGB distance a broad scene keeps between any two of its colours (background included)
+
+
+def colour_name(rgb) -> str:
+    """A plain name for an RGB colour (0..255), as a caption would say it.
+
+    >>> colour_name((230, 40, 40)), colour_name((250, 250, 250)), colour_name((20, 60, 30))
+    ('red', 'white', 'dark green')
     """
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255.0))
+    if s < 0.25 or v < 0.12:
+        return next(name for limit, name in ((0.15, "black"), (0.35, "dark grey"), (0.6, "grey"),
+                                             (0.85, "light grey"), (1.01, "white")) if v < limit)
+    hue = min(_NAMED_HUES, key=lambda item: abs(item[0] - 360 * h))[1]
+    return ("dark " if v < 0.45 else "pale " if s < 0.5 else "") + hue
+
+
+def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
+    import colorsys
+
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
+
+
+def _start_and_direction(rng: np.random.Generator, radius: float, shapes: list, overlap: bool):
+    """A start inside the frame (away from the shapes already placed unless ``overlap``), and the direction straight
+    out from the centre. The start is random, so the direction is too, but the first frame shows it: a tiny model can
+    learn where things go instead of having to invent a direction. (A random angle is still drawn, and used only for
+    a shape at the very centre.)"""
+    for _ in range(20):
+        x, y = rng.uniform(radius, _NATIVE - radius, size=2)
+        if overlap or all(math.hypot(x - s.start[0], y - s.start[1]) > radius + s.radius + 2 for s in shapes):
+            break
+    angle = float(rng.uniform(0, 2 * math.pi))
+    dx, dy = x - _NATIVE / 2, y - _NATIVE / 2
+    return (float(x), float(y)), (math.atan2(dy, dx) if math.hypot(dx, dy) > 1.0 else angle)
+
+
+def _palette_scene(seed: int) -> Scene:
     rng = np.random.default_rng([int(seed), 0x70E])
     name = list(_BACKGROUNDS)[rng.integers(len(_BACKGROUNDS))]
     strength = float(rng.uniform(12, 28)) if rng.random() < 0.5 else 0.0
@@ -129,32 +168,74 @@ def describe_scene(seed: int) -> Scene:
     for colour in colours:
         kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
         radius = float(rng.uniform(6.0, 9.5))
-        # a start that does not overlap the shapes already placed (give up after a few tries)
-        for _ in range(20):
-            x, y = rng.uniform(radius, _NATIVE - radius, size=2)
-            if all(math.hypot(x - s.start[0], y - s.start[1]) > radius + s.radius + 2 for s in shapes):
-                break
-        # Each shape heads straight away from the centre of the frame. The start is random, so the direction
-        # is too, but the first frame shows it: a tiny model can learn where things go instead of having to
-        # invent a direction. (A random angle is still drawn, and used only for a shape at the very centre.)
-        angle = float(rng.uniform(0, 2 * math.pi))
-        dx, dy = x - _NATIVE / 2, y - _NATIVE / 2
-        direction = math.atan2(dy, dx) if math.hypot(dx, dy) > 1.0 else angle
-        shapes.append(Shape(str(kind), str(colour), radius, (float(x), float(y)), direction))
+        start, direction = _start_and_direction(rng, radius, shapes, overlap=False)
+        shapes.append(Shape(str(kind), str(colour), radius, start, direction, PALETTE[str(colour)]))
     return Scene(int(seed), background, tuple(shapes))
 
 
-def caption(seed: int) -> str:
+def _broad_scene(seed: int) -> Scene:
+    rng = np.random.default_rng([int(seed), 0xB20AD])
+    if rng.random() < 0.5:  # dull
+        rgb = _hsv(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.12, 0.8))
+    else:  # saturated
+        rgb = _hsv(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.95))
+    strength = float(rng.uniform(10, 35)) if rng.random() < 0.5 else 0.0
+    background = Background(colour_name(rgb), rgb, strength, float(rng.uniform(0, 2 * math.pi)))
+    # the background's colours run from rgb - strength to rgb + strength (clipped): keep shapes away from both ends
+    ends = [np.clip(np.asarray(rgb, float) + d, 0, 255) for d in (-strength, strength)]
+
+    n = int(rng.integers(1, 4))
+    shapes: list[Shape] = []
+    for _ in range(n):
+        for _ in range(100):
+            u = rng.random()
+            if u < 0.1:
+                colour = _hsv(rng.random(), rng.uniform(0, 0.08), rng.uniform(0.92, 1.0))  # white
+            elif u < 0.2:
+                colour = _hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.0, 0.1))  # black
+            else:
+                colour = _hsv(rng.random(), rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0))
+            others = ends + [np.asarray(s.rgb, float) for s in shapes]
+            if min(np.linalg.norm(np.asarray(colour, float) - o) for o in others) >= _MIN_CONTRAST:
+                break
+        else:
+            break  # no colour stands out from this background and the shapes so far: fewer shapes
+        kind = SHAPE_KINDS[rng.integers(len(SHAPE_KINDS))]
+        radius = float(rng.uniform(4.5, 11.0))
+        start, direction = _start_and_direction(rng, radius, shapes, overlap=rng.random() < 0.15)
+        shapes.append(Shape(str(kind), colour_name(colour), radius, start, direction, colour))
+    return Scene(int(seed), background, tuple(shapes))
+
+
+def describe_scene(seed: int, *, world: str = "palette") -> Scene:
+    """The scene of ``seed`` in ``world`` (see :data:`WORLDS`): deterministic, independent of the motion knobs.
+
+    >>> scene = describe_scene(1_000_000)
+    >>> 1 <= len(scene.shapes) <= 3
+    True
+    >>> describe_scene(1_000_000, world="broad") == describe_scene(1_000_000, world="broad")
+    True
+    """
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
+    return _palette_scene(seed) if world == "palette" else _broad_scene(seed)
+
+
+def caption(seed: int, *, world: str = "palette") -> str:
     """A one-line description of the scene, e.g. "a red circle and a blue square on a grey background".
 
     >>> caption(1_000_000).startswith("a ")
     True
     """
-    scene = describe_scene(seed)
-    things = [f"a {s.colour} {s.kind}" for s in scene.shapes]
+    scene = describe_scene(seed, world=world)
+    things = [f"{_article(s.colour)} {s.colour} {s.kind}" for s in scene.shapes]
     listed = things[0] if len(things) == 1 else ", ".join(things[:-1]) + " and " + things[-1]
     bg = scene.background
-    return f"{listed} on a {bg.name}{' gradient' if bg.gradient else ''} background"
+    return f"{listed} on {_article(bg.name)} {bg.name}{' gradient' if bg.gradient else ''} background"
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 # ------------------------------------------------------------------------------------- the physics
@@ -180,13 +261,13 @@ def _bounce(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def shape_positions(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
-                    *, size: int = _NATIVE) -> np.ndarray:
+                    *, size: int = _NATIVE, world: str = "palette") -> np.ndarray:
     """Ground-truth centres of every shape in every frame, in pixels, as ``(F, N, 2)`` with (x, y) last.
 
     >>> pos = shape_positions(5, motion_bucket_id=255, fps=6)
     >>> step = np.linalg.norm(pos[1] - pos[0], axis=-1)   # 4 px, unless a shape just bounced
     """
-    scene = describe_scene(seed)
+    scene = describe_scene(seed, world=world)
     scale = size / _NATIVE
     step = pixels_per_frame(motion_bucket_id, fps, size=size)
     t = np.arange(num_frames, dtype=np.float64)[:, None]  # (F, 1) frames elapsed
@@ -246,7 +327,7 @@ def render_frame(scene: Scene, centres: np.ndarray, *, size: int = _NATIVE,
 
 
 def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
-                *, size: int = 64) -> np.ndarray:
+                *, size: int = 64, world: str = "palette") -> np.ndarray:
     """Render the clip of scene ``seed`` at the speed that ``motion_bucket_id`` and ``fps`` mean.
 
     Args:
@@ -255,6 +336,7 @@ def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_fr
         fps: frames per second of the clip; each frame advances ``1 / fps`` seconds.
         num_frames: frames to render, the first at time 0.
         size: frame height and width in pixels (the scene scales with it).
+        world: which scene distribution ``seed`` draws from, one of :data:`WORLDS`.
 
     Returns:
         uint8 array, (F, H, W, 3).
@@ -263,8 +345,8 @@ def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_fr
     >>> bool((clip == clip[0]).all())                     # bucket 0 is a still clip
     True
     """
-    scene = describe_scene(seed)
-    centres = shape_positions(seed, motion_bucket_id, fps, num_frames, size=size)  # (F, N, 2)
+    scene = describe_scene(seed, world=world)
+    centres = shape_positions(seed, motion_bucket_id, fps, num_frames, size=size, world=world)  # (F, N, 2)
     bg = _background(scene.background, size)
     frames = [render_frame(scene, c, size=size, background=bg) for c in centres]
     return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)  # (F, H, W, 3)
@@ -281,11 +363,31 @@ class Detection:
     area: int
 
 
-def detect_shapes(frame: np.ndarray, *, max_distance: float = 90.0, min_area: int = 6) -> list[Detection]:
+def _as_pixels(frame) -> np.ndarray:
+    img = np.asarray(frame)
+    return img.astype(np.float32) * (255.0 if img.dtype.kind == "f" and img.max() <= 1.0 else 1.0)
+
+
+def _blobs(mask: np.ndarray, min_area: int) -> list[tuple[float, float, int]]:
+    """Connected blobs (8-neighbours) of a boolean mask with at least ``min_area`` pixels: (x, y, area) each."""
+    import cv2
+
+    if not mask.any():
+        return []
+    count, _, stats, centroids = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    # centroids are of pixel indices; +0.5 puts them in the same frame as shape_positions
+    return [(float(centroids[j][0] + 0.5), float(centroids[j][1] + 0.5), int(stats[j, cv2.CC_STAT_AREA]))
+            for j in range(1, count) if stats[j, cv2.CC_STAT_AREA] >= min_area]
+
+
+def detect_shapes(frame: np.ndarray, colours: dict | None = None, *, background: np.ndarray | None = None,
+                  max_distance: float = 90.0, min_area: int = 6) -> list[Detection]:
     """Find the shapes in one frame from their colours.
 
-    Each pixel is given the nearest palette colour when it lies within ``max_distance`` of it (RGB,
-    0..255), then each colour's connected blobs of at least ``min_area`` pixels are reported.
+    Each pixel is given the nearest of ``colours`` (name -> RGB, 0..255; default the :data:`PALETTE`) when it lies
+    within ``max_distance`` of it, and, if ``background`` (the expected background, (H, W, 3)) is given, nearer to that
+    colour than to the background at that pixel. Then each colour's connected blobs of at least ``min_area`` pixels
+    are reported.
 
     Args:
         frame: uint8 or float RGB, (H, W, 3), 0..255 (floats in 0..1 are scaled up).
@@ -294,24 +396,74 @@ def detect_shapes(frame: np.ndarray, *, max_distance: float = 90.0, min_area: in
     >>> sorted(d.colour for d in dets) == sorted(s.colour for s in describe_scene(7).shapes)
     True
     """
-    import cv2
-
-    img = np.asarray(frame)
-    img = img.astype(np.float32) * (255.0 if img.dtype.kind == "f" and img.max() <= 1.0 else 1.0)
-    names = list(PALETTE)
-    colours = np.asarray([PALETTE[c] for c in names], np.float32)  # (K, 3)
-    dist = np.linalg.norm(img[:, :, None, :] - colours, axis=-1)  # (H, W, K)
+    img = _as_pixels(frame)
+    colours = PALETTE if colours is None else colours
+    names = list(colours)
+    rgb = np.asarray([colours[c] for c in names], np.float32).reshape(-1, 3)  # (K, 3)
+    dist = np.linalg.norm(img[:, :, None, :] - rgb, axis=-1)  # (H, W, K)
     nearest = dist.argmin(-1)
     close = dist.min(-1) <= max_distance
-    found: list[Detection] = []
-    for k, name in enumerate(names):
-        mask = (close & (nearest == k)).astype(np.uint8)
-        if not mask.any():
-            continue
-        count, _, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        for j in range(1, count):
-            area = int(stats[j, cv2.CC_STAT_AREA])
-            if area >= min_area:
-                # centroids are of pixel indices; +0.5 puts them in the same frame as shape_positions
-                found.append(Detection(name, float(centroids[j][0] + 0.5), float(centroids[j][1] + 0.5), area))
-    return found
+    if background is not None:
+        close &= dist.min(-1) < np.linalg.norm(img - np.asarray(background, np.float32), axis=-1)
+    return [Detection(name, x, y, area) for k, name in enumerate(names)
+            for x, y, area in _blobs(close & (nearest == k), min_area)]
+
+
+def scene_colours(seed: int, *, world: str = "palette") -> dict[str, tuple[int, int, int]]:
+    """The colours of a scene's shapes, one key per shape (``"0:red"``, ``"1:white"``, ... in drawing order)."""
+    return {f"{i}:{s.colour}": s.rgb for i, s in enumerate(describe_scene(seed, world=world).shapes)}
+
+
+def render_background(seed: int, *, size: int = _NATIVE, world: str = "palette") -> np.ndarray:
+    """The scene's background alone, float RGB (H, W, 3) in 0..255: what every pixel shows where no shape is."""
+    return np.clip(_background(describe_scene(seed, world=world).background, size), 0, 255)
+
+
+def _explain(img: np.ndarray, ends: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Explain each pixel as a blend of two of the scene's colours ``ends`` (each (3,) or (H, W, 3)), as antialiased
+    edges are. Returns the distance to the nearest blend (H, W) and the index of the colour that dominates it (H, W)."""
+    best = np.full(img.shape[:2], np.inf, np.float32)
+    label = np.zeros(img.shape[:2], np.int64)
+    for i, a in enumerate(ends):
+        for j in range(i + 1, len(ends)):
+            a_, b_ = np.broadcast_to(a, img.shape), np.broadcast_to(ends[j], img.shape)
+            ab = b_ - a_
+            t = np.clip(((img - a_) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-6), 0, 1)
+            d = np.linalg.norm(img - (a_ + t[..., None] * ab), axis=-1)
+            better = d < best - 2.0  # ties (within rounding) go to the pairs tried first, the background's
+            best = np.where(better, d, best)
+            label = np.where(better, np.where(t > 0.5, j, i), label)
+    return best, label
+
+
+def shapes_kept(frames: np.ndarray, colours: dict, background: np.ndarray, *, max_distance: float = 60.0,
+                min_area: int = 6) -> np.ndarray:
+    """Per frame (F,): True where each shape shows as exactly one blob of its colour, and nothing else shows.
+
+    Every pixel is explained as the nearest blend of two of the scene's colours (the background at that pixel and the
+    shapes' ``colours``), as antialiased edges are, and labelled with the colour that dominates the blend. A frame
+    keeps its shapes when each colour's label forms exactly one blob of at least ``min_area`` pixels, and no blob of
+    ``min_area`` pixels or more lies farther than ``max_distance`` from every such blend (a colour the scene does not
+    have: a shape turning cyan, a stray smudge). This works on any picture whose colours
+    are known, rendered by the world or drawn by other code.
+
+    Args:
+        frames: uint8 (F, H, W, 3) (or one frame, (H, W, 3)).
+        colours: name -> RGB of each shape; two shapes of one colour are not told apart, give distinct colours.
+        background: the expected background, (H, W, 3) or (3,), 0..255.
+
+    >>> clip = render_clip(7, 255, 6)
+    >>> bool(shapes_kept(clip, scene_colours(7), render_background(7)).all())
+    True
+    """
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 3 else frames
+    bg = np.broadcast_to(np.asarray(background, np.float32), frames.shape[1:]).astype(np.float32)
+    rgb = [np.asarray(c, np.float32) for c in colours.values()]
+    kept = []
+    for frame in frames:
+        distance, label = _explain(_as_pixels(frame), [bg, *rgb])  # label (H, W): 0 background, k shape k
+        one_each = all(len(_blobs(label == k + 1, min_area)) == 1 for k in range(len(rgb)))
+        stray = _blobs(distance > max_distance, min_area)
+        kept.append(one_each and not stray)
+    return np.asarray(kept)
