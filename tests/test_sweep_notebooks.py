@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_notebooks import _toy_missing, assert_clean, assert_matches_generator, run_on_toy
+from tests.test_notebooks import _toy_missing, assert_clean, run_on_toy
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
@@ -56,8 +56,3 @@ def test_committed_notebooks_are_clean(name):
     """Committed without outputs or execution counts; one `parameters` cell with the shared knobs."""
     code = assert_clean(NOTEBOOKS_DIR / name, ("device", "seed", "seeds", "num_inference_steps", "out_dir"))
     assert "SVDKIT_SOURCE" in code[0].source and "enable_custom_widget_manager" in code[0].source
-
-
-def test_committed_notebooks_match_their_generator():
-    """notebooks/make_sweep_notebooks.py writes 03 and 04; the committed files must be what it writes now."""
-    assert_matches_generator("make_sweep_notebooks.py")
