@@ -31,13 +31,23 @@ if "google.colab" in sys.modules:
 model = "toy"            # "toy" (bundled, CPU), "svd", "svd-xt", "svd-xt-1-1", a hub id or a local diffusers folder
 device = "auto"          # "auto": cuda, then mps, then cpu
 seeds = [0, 1]           # every bucket is run with each seed: the spread between them is the noise
-seed = seeds[0]          # the seed shown in the videos and the widget
+seed = None              # the seed shown in the videos and the widget; None: the first of seeds
 num_inference_steps = 10
 image = None             # a path to your own image; None: the example image
 out_dir = "outputs/03_motion_bucket_sweep"
 buckets = 6              # motion_bucket_id values, evenly spaced from 0 to 255
 fps = 7                  # conditioning fps, the same for every clip
 batch_size = "auto"      # points that share one UNet call
+
+# %% tags=["derived"]
+# Values that follow from the parameters, so that any one of them can be set on its own (papermill's -p).
+seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+if not seeds:
+    raise ValueError("seeds: give at least one seed, e.g. [0, 1]")
+if seed is None:
+    seed = seeds[0]
+elif seed not in seeds:
+    seeds.append(seed)  # a seed set on its own is swept too, so that its clips can be shown
 
 # %%
 # %matplotlib inline

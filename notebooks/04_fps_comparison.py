@@ -33,8 +33,8 @@ if "google.colab" in sys.modules:
 # %% tags=["parameters"]
 model = "toy"            # "toy" (bundled, CPU), "svd", "svd-xt", "svd-xt-1-1", a hub id or a local diffusers folder
 device = "auto"          # "auto": cuda, then mps, then cpu
-seeds = [0, 1]
-seed = seeds[0]          # the seed of the clips shown
+seeds = [0, 1]           # every conditioning fps is run with each seed
+seed = None              # the seed of the clips shown; None: the first of seeds
 num_inference_steps = 10
 image = None             # a path to your own image; None: the example image
 out_dir = "outputs/04_fps_comparison"
@@ -42,6 +42,16 @@ fps_values = [3, 5, 7, 10, 15, 30]   # conditioning fps, swept
 motion_bucket_id = 127
 playback_rates = [4, 8, 16]          # one clip, played at each of these rates
 playback_fps = 8                     # the one rate every swept clip is played at
+
+# %% tags=["derived"]
+# Values that follow from the parameters, so that any one of them can be set on its own (papermill's -p).
+seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+if not seeds:
+    raise ValueError("seeds: give at least one seed, e.g. [0, 1]")
+if seed is None:
+    seed = seeds[0]
+elif seed not in seeds:
+    seeds.append(seed)  # a seed set on its own is swept too, so that its clips can be shown
 
 # %%
 # %matplotlib inline

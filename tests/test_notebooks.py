@@ -178,3 +178,58 @@ def test_setup_cell_is_the_same_everywhere():
     first = {p.stem: next(c.source for c in read_pair(p.stem)[0].cells if c.cell_type == "code") for p in SCRIPTS}
     assert len(set(first.values())) == 1, f"the first code cells differ: {first}"
     assert "SVDKIT_SOURCE" in first[SCRIPTS[0].stem] and "enable_custom_widget_manager" in first[SCRIPTS[0].stem]
+
+
+# ---------------------------------------------------------------------------------------------- single overrides
+
+# A value to try for each parameter whose default, None, does not tell what it takes.
+WHEN_NONE = {"seed": 7, "image": "data/example_0.png", "attention_steps": [0], "text_model": "toy", "text_steps": 3}
+# What must hold once a notebook has derived its values, whichever parameter was overridden.
+CONSISTENT = {"03_motion_bucket_sweep": ["seed in seeds"], "04_fps_comparison": ["seed in seeds"]}
+
+
+def plausible(name: str, default):
+    """Another value a user might give `name`: a different number, one element of a list, the same string."""
+    if default is None:
+        assert name in WHEN_NONE, f"{name} defaults to None: add a value to try to WHEN_NONE"
+        return WHEN_NONE[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 7
+    if isinstance(default, float):
+        return default / 2
+    if isinstance(default, list):
+        return default[-1:]
+    return default
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in SCRIPTS])
+def test_any_single_override_survives(stem):
+    """papermill runs the parameters cell, then one cell of overrides, then the rest. The parameters cell is plain
+    assignments of literals; what follows from them is computed in the code cell right after it, tagged `derived`
+    (if any). For every parameter on its own, that cell must keep the override and leave the values consistent."""
+    import ast
+    assert set(CONSISTENT) <= {p.stem for p in SCRIPTS}, "CONSISTENT names a notebook that is not there"
+    code = [c for c in read_pair(stem)[0].cells if c.cell_type == "code"]
+    at = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    derived = [c for c in code if "derived" in c.metadata.get("tags", [])]
+    assert derived in ([], [code[at + 1]]), "the cell tagged `derived` comes right after the parameters cell"
+    defaults = {}
+    for statement in ast.parse(code[at].source).body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1, ast.unparse(statement)
+        try:
+            defaults[statement.targets[0].id] = ast.literal_eval(statement.value)
+        except ValueError:
+            pytest.fail(f"{stem}: the parameters cell sets {ast.unparse(statement)}, which papermill does not "
+                        "update when another parameter is overridden: compute it in a cell tagged `derived`")
+    for name, default in defaults.items():
+        value = plausible(name, default)
+        scope = {}
+        exec(code[at].source, scope)
+        exec(f"{name} = {value!r}", scope)
+        for cell in derived:
+            exec(cell.source, scope)
+        assert scope[name] == value, f"{stem}: -p {name} {value!r} was changed to {scope[name]!r}"
+        for rule in CONSISTENT.get(stem, []):
+            assert eval(rule, scope), f"{stem}: after -p {name} {value!r}, {rule} is false"

@@ -38,6 +38,14 @@ def test_motion_bucket_notebook(tmp_path):
 
 
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
+def test_motion_bucket_notebook_with_only_seed_set(tmp_path):
+    """`-p seed 7` alone: the notebook sweeps seed 7 too and shows its clips."""
+    summary, _ = run_on_toy(NAMES[0], tmp_path, seed=7, num_inference_steps=2, buckets=2)
+    assert summary["seeds"] == [0, 1, 7] and summary["points"] == 6
+    assert Path(summary["grid_video"]).stat().st_size > 0 and Path(summary["contact_sheet"]).is_file()
+
+
+@pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_fps_notebook(tmp_path):
     summary, _ = run_on_toy(NAMES[1], tmp_path, seeds=[0], num_inference_steps=8, fps_values=[4, 8, 24],
                       playback_rates=[4, 16])
