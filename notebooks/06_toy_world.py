@@ -85,7 +85,7 @@ for f in (6, 12, 24):
     ax.plot(buckets, measured, "o", color=ax.lines[-1].get_color())
 ax.set(xlabel="motion_bucket_id", ylabel="pixels per frame", title="the world's physics")
 ax.legend()
-fig
+plt.show()
 
 # %% [markdown]
 # ## 2 · What is the same as real SVD, and what is not
@@ -126,7 +126,7 @@ for ax, stage in zip(axes, ("vae", "unet")):
     ax.plot(rows[:, 0], rows[:, 1])
     ax.set(title=f"{stage}: {record['wall_seconds'][stage] / 60:.0f} min", xlabel="step", ylabel="loss", yscale="log")
 fig.tight_layout()
-fig
+plt.show()
 
 # %% [markdown]
 # ## 4 · A mini training run, live

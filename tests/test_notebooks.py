@@ -104,10 +104,15 @@ def test_kernel_is_this_python():
 
 
 def run_on_toy(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
-    """Run notebooks/`name` headless on the toy, on the CPU, into tmp_path; returns (its summary.json, its out_dir)."""
+    """Run notebooks/`name` headless on the toy, on the CPU, into tmp_path; returns (its summary.json, its out_dir).
+    No cell may show the same picture twice (a cell ending in `fig` under inline plotting does)."""
+    import nbformat
     out = tmp_path / "out"
     parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
-    run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
+    executed = run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
+    for cell in nbformat.read(executed, as_version=4).cells:
+        pictures = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(pictures) == len(set(pictures)), f"{name} shows a picture twice in the cell\n{cell.source}"
     return json.loads((out / "summary.json").read_text()), out
 
 
