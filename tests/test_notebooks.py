@@ -1,8 +1,10 @@
 """Run the notebooks headless with papermill on the bundled toy model and check what they measured.
 
 Every notebook writes `out_dir/summary.json`; a test here runs it with small parameters and checks the values
-in that summary, not only that it exists. To add a notebook, add one row to NOTEBOOKS: the file, the parameters
-papermill overrides (model, device and out_dir are set for every row) and a function that checks the summary.
+in that summary, not only that it exists. To add a notebook, write its percent script notebooks/NN_name.py, run
+`jupytext --sync notebooks/NN_name.py` (notebooks/jupytext.toml pairs it with NN_name.ipynb) and add one row to
+NOTEBOOKS: the file, the parameters papermill overrides (model, device and out_dir are set for every row) and a
+function that checks the summary. The tests at the end, which execute nothing, keep every pair in sync and clean.
 
 Run with the virtual environment's Python (`.venv/bin/python -m pytest tests/test_notebooks.py`): papermill
 starts the "python3" kernel, which is the interpreter running the tests.
@@ -102,10 +104,15 @@ def test_kernel_is_this_python():
 
 
 def run_on_toy(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
-    """Run notebooks/`name` headless on the toy, on the CPU, into tmp_path; returns (its summary.json, its out_dir)."""
+    """Run notebooks/`name` headless on the toy, on the CPU, into tmp_path; returns (its summary.json, its out_dir).
+    No cell may show the same picture twice (a cell ending in `fig` under inline plotting does)."""
+    import nbformat
     out = tmp_path / "out"
     parameters = {"model": "toy", "device": "cpu", "out_dir": str(out), **params}
-    run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
+    executed = run_notebook(NOTEBOOKS_DIR / name, tmp_path / name, parameters, cell_timeout=300, progress_bar=False)
+    for cell in nbformat.read(executed, as_version=4).cells:
+        pictures = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(pictures) == len(set(pictures)), f"{name} shows a picture twice in the cell\n{cell.source}"
     return json.loads((out / "summary.json").read_text()), out
 
 
@@ -129,31 +136,105 @@ def assert_clean(path: Path, knobs=("device", "seed", "num_inference_steps", "ou
     return code
 
 
-def assert_matches_generator(script: str) -> None:
-    """Every notebook that `notebooks/<script>` writes is, cell for cell, what the committed file holds."""
-    import importlib.util
-
-    import nbformat
-    sys.path.insert(0, str(NOTEBOOKS_DIR))  # the sweep generator imports make_notebooks
-    try:
-        spec = importlib.util.spec_from_file_location(Path(script).stem, NOTEBOOKS_DIR / script)
-        generator = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(generator)
-    finally:
-        sys.path.remove(str(NOTEBOOKS_DIR))
-    for name, cells in generator.NOTEBOOKS.items():
-        committed = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-        built = generator.build(cells, Path(name).stem)
-        assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in built.cells], \
-            f"{name} differs from notebooks/{script}: run python notebooks/{script}"
-
-
 @pytest.mark.parametrize("name", [p.values[0] for p in NOTEBOOKS])
 def test_committed_notebooks_are_clean(name):
     """Notebooks are committed without outputs or execution counts, with one cell tagged `parameters`."""
     assert_clean(NOTEBOOKS_DIR / name)
 
 
-def test_committed_notebooks_match_their_generator():
-    """notebooks/make_notebooks.py writes 00-02 and 06; the committed files must be what it writes now."""
-    assert_matches_generator("make_notebooks.py")
+# ---------------------------------------------------------------------------------------------- the pairs
+
+SCRIPTS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def read_pair(stem: str) -> tuple:
+    """(the script notebooks/<stem>.py, the notebook notebooks/<stem>.ipynb), both read by jupytext."""
+    import jupytext
+    return (jupytext.read(NOTEBOOKS_DIR / f"{stem}.py", fmt="py:percent"),
+            jupytext.read(NOTEBOOKS_DIR / f"{stem}.ipynb"))
+
+
+def _cells(nb) -> list:
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+
+def test_every_notebook_has_its_script():
+    """Each notebooks/NN_name.ipynb is paired with its source, the percent script notebooks/NN_name.py."""
+    notebooks = {p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")}
+    assert notebooks and notebooks == {p.stem for p in SCRIPTS}, \
+        f"without a script: {sorted(notebooks - {p.stem for p in SCRIPTS})}; " \
+        f"without a notebook: {sorted({p.stem for p in SCRIPTS} - notebooks)} (jupytext --sync notebooks/*.py)"
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in SCRIPTS])
+def test_pair_is_in_sync_and_clean(stem):
+    """The .ipynb holds the script's cells (type, source, tags), no outputs or execution counts, one cell tagged
+    `parameters` and the python3 kernel that papermill starts."""
+    script, notebook = read_pair(stem)
+    assert _cells(notebook) == _cells(script), f"{stem}.ipynb differs from {stem}.py: jupytext --sync notebooks/*.py"
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{stem}.ipynb has outputs"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_setup_cell_is_the_same_everywhere():
+    """Every notebook starts its code with the same setup cell (install svdkit if missing, Colab widgets)."""
+    first = {p.stem: next(c.source for c in read_pair(p.stem)[0].cells if c.cell_type == "code") for p in SCRIPTS}
+    assert len(set(first.values())) == 1, f"the first code cells differ: {first}"
+    assert "SVDKIT_SOURCE" in first[SCRIPTS[0].stem] and "enable_custom_widget_manager" in first[SCRIPTS[0].stem]
+
+
+# ---------------------------------------------------------------------------------------------- single overrides
+
+# A value to try for each parameter whose default, None, does not tell what it takes.
+WHEN_NONE = {"seed": 7, "image": "data/example_0.png", "attention_steps": [0], "text_model": "toy", "text_steps": 3}
+# What must hold once a notebook has derived its values, whichever parameter was overridden.
+CONSISTENT = {"03_motion_bucket_sweep": ["seed in seeds"], "04_fps_comparison": ["seed in seeds"]}
+
+
+def plausible(name: str, default):
+    """Another value a user might give `name`: a different number, one element of a list, the same string."""
+    if default is None:
+        assert name in WHEN_NONE, f"{name} defaults to None: add a value to try to WHEN_NONE"
+        return WHEN_NONE[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 7
+    if isinstance(default, float):
+        return default / 2
+    if isinstance(default, list):
+        return default[-1:]
+    return default
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in SCRIPTS])
+def test_any_single_override_survives(stem):
+    """papermill runs the parameters cell, then one cell of overrides, then the rest. The parameters cell is plain
+    assignments of literals; what follows from them is computed in the code cell right after it, tagged `derived`
+    (if any). For every parameter on its own, that cell must keep the override and leave the values consistent."""
+    import ast
+    assert set(CONSISTENT) <= {p.stem for p in SCRIPTS}, "CONSISTENT names a notebook that is not there"
+    code = [c for c in read_pair(stem)[0].cells if c.cell_type == "code"]
+    at = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    derived = [c for c in code if "derived" in c.metadata.get("tags", [])]
+    assert derived in ([], [code[at + 1]]), "the cell tagged `derived` comes right after the parameters cell"
+    defaults = {}
+    for statement in ast.parse(code[at].source).body:
+        assert isinstance(statement, ast.Assign) and len(statement.targets) == 1, ast.unparse(statement)
+        try:
+            defaults[statement.targets[0].id] = ast.literal_eval(statement.value)
+        except ValueError:
+            pytest.fail(f"{stem}: the parameters cell sets {ast.unparse(statement)}, which papermill does not "
+                        "update when another parameter is overridden: compute it in a cell tagged `derived`")
+    for name, default in defaults.items():
+        value = plausible(name, default)
+        scope = {}
+        exec(code[at].source, scope)
+        exec(f"{name} = {value!r}", scope)
+        for cell in derived:
+            exec(cell.source, scope)
+        assert scope[name] == value, f"{stem}: -p {name} {value!r} was changed to {scope[name]!r}"
+        for rule in CONSISTENT.get(stem, []):
+            assert eval(rule, scope), f"{stem}: after -p {name} {value!r}, {rule} is false"
