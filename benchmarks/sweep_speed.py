@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import svdkit  # noqa: E402
-import svdkit.sweep  # noqa: E402  (the callable sweep module)
+from svdkit import sweeps  # noqa: E402
 from svdkit.toy.train import count  # noqa: E402
 
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         from tests.conftest import make_image
         image = make_image()
     p = svdkit.sampling.check_params(pipe, {} if args.steps is None else {"num_inference_steps": args.steps})
-    buckets = svdkit.sweep.linspace(0, 255, args.points)
+    buckets = sweeps.linspace(0, 255, args.points)
     common = dict(height=p["height"], width=p["width"], num_frames=p["num_frames"],
                   num_inference_steps=p["num_inference_steps"], fps=p["fps"],
                   noise_aug_strength=p["noise_aug_strength"], decode_chunk_size=p["decode_chunk_size"],
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             table = svdkit.sweep(pipe, image, grid, seeds=[0], out_dir=out, batch_size=args.batch_size, progress=False)
             sweep_times.append(time.perf_counter() - started)
-            frames = [svdkit.sweep.load_frames(row) for _, row in table.iterrows()]
+            frames = [sweeps.load_frames(row) for _, row in table.iterrows()]
             batch = int(table["batch_size"].max())
     loop_s, sweep_s = min(loop_times), min(sweep_times)
 

@@ -8,8 +8,9 @@
 >>> path = video.save("clip.mp4")                            # and clip.json, the full parameter record
 
 The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; results in `Video` and `Trace`;
-pictures in `svdkit.viz`, widgets in `svdkit.widgets`, sweeps in `svdkit.sweep` with `svdkit.metrics` and
-`svdkit.views`; a text-to-image first frame with `svdkit.text_to_image`.
+pictures in `svdkit.viz`, widgets in `svdkit.widgets`; grids of settings with `svdkit.sweep` (ranges, results and
+their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame with
+`svdkit.text_to_image`.
 """
 
 __version__ = "0.1.0"
@@ -18,7 +19,8 @@ from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.trace import Trace
 from svdkit.video import Video, read_video, write_video
-from svdkit import metrics, sweep, viz, views, widgets  # noqa: E402  (svdkit.sweep(...) runs a sweep)
+from svdkit.sweeps import sweep
+from svdkit import metrics, sweeps, viz, widgets
 from svdkit.text import text_to_image
 
 __all__ = [
@@ -28,8 +30,10 @@ __all__ = [
     "generate", "guidance_schedule", "load_image", "decode_latents",
     # results
     "Video", "Trace", "read_video", "write_video",
+    # a grid of settings, every clip measured and kept
+    "sweep",
     # text -> first frame
     "text_to_image",
-    # modules: sweeps and their measurements, pictures, widgets
-    "sweep", "metrics", "viz", "views", "widgets",
+    # modules: sweeps (ranges, results, views) and measurements, pictures, widgets
+    "sweeps", "metrics", "viz", "widgets",
 ]

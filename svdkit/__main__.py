@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                         "no limit for other models; 0: no limit)")
     n.set_defaults(func=_notebooks)
 
-    from svdkit.sweep import add_sweep_parser
+    from svdkit.sweeps.cli import add_sweep_parser
     add_sweep_parser(sub)
 
     args = parser.parse_args(argv)

@@ -12,6 +12,9 @@ Every function takes uint8 frames laid out (F, H, W, 3), the layout of `Video.fr
 >>> print(metrics.METRICS["motion"])  # one sentence per metric
 mean optical-flow speed (Farneback), in pixels per frame, of the pixels that change between frames
 
+Across a sweep, `trend(table, x, y)` says in numbers how a metric follows a parameter (rank correlation, fits,
+noise between seeds).
+
 Motion is measured where the picture changes: a shape sliding k pixels a frame over a still background reads
 about k, however small the shape. That makes it comparable with the toy world's ground truth,
 `svdkit.toy.pixels_per_frame(motion_bucket_id, fps)`.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["METRICS", "clip_metrics", "motion", "motion_per_frame", "frame_difference", "flicker",
-           "psnr", "ssim", "PSNR_CAP"]
+           "psnr", "ssim", "PSNR_CAP", "trend"]
 
 PSNR_CAP = 100.0
 """PSNR of identical images, in dB (the true value is infinite; a finite cap keeps tables and JSON plain)."""
@@ -174,3 +177,75 @@ def clip_metrics(frames, image=None) -> dict[str, float]:
         out["psnr_first"] = psnr(frames[0], reference)
         out["ssim_first"] = ssim(frames[0], reference)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Across clips: how a metric follows a parameter
+
+
+def _records(table) -> list[dict]:
+    """Rows as dicts, from a DataFrame or a list of dicts."""
+    if hasattr(table, "to_dict") and hasattr(table, "columns"):
+        return table.to_dict("records")
+    return list(table)
+
+
+def _rank_correlation(x, y) -> float:
+    """Spearman's rank correlation (Pearson's on the ranks, ties averaged); nan when either side is constant."""
+    import pandas as pd
+    rx, ry = pd.Series(list(x), dtype=float).rank(), pd.Series(list(y), dtype=float).rank()
+    if rx.nunique() < 2 or ry.nunique() < 2:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _r2(x: np.ndarray, y: np.ndarray) -> float:
+    """R^2 of the least-squares line y = a + b x."""
+    if len(x) < 3 or np.ptp(x) == 0:
+        return float("nan")
+    fit = np.polyval(np.polyfit(x, y, 1), x)
+    total = float(((y - y.mean()) ** 2).sum())
+    return float(1 - ((y - fit) ** 2).sum() / total) if total > 0 else float("nan")
+
+
+def trend(table, x: str, y: str = "motion") -> dict:
+    """How a metric `y` follows a parameter `x` across a sweep, in numbers (what a notebook's answer is made of).
+
+    table: a sweep's table (`svdkit.sweep` returns one) or a list of dicts, one per clip.
+
+    Returns a dict of plain numbers (nan where undefined):
+      values, mean, std, min, max: per value of x (sorted), over the other axes (seeds, images);
+      spearman: rank correlation of x with y over every point (+1: y always rises with x);
+      ratio: mean y at the largest x over mean y at the smallest (nan when the latter is 0);
+      r2_linear, r2_log: how well a straight line fits the means against x, and against log(1 + x);
+      loglog_slope: the slope of log(mean y) against log(x) (x, y > 0): -1 means y is proportional to 1 / x;
+      noise: the mean spread (std) between points with the same x;
+      distinct_steps: how many neighbouring values of x differ in mean y by more than 2 x noise, out of
+      len(values) - 1.
+
+    >>> rows = [{"fps": f, "seed": s, "motion": 12 / f + 0.01 * s} for f in (3, 6, 12, 24) for s in (0, 1)]
+    >>> t = trend(rows, "fps")
+    >>> t["values"], round(t["spearman"], 2), round(t["loglog_slope"], 2), t["distinct_steps"]
+    ([3.0, 6.0, 12.0, 24.0], -0.98, -1.0, 3)
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(_records(table))
+    stats = df.groupby(x)[y].agg(["mean", "std", "min", "max"]).sort_index()
+    xs = stats.index.to_numpy(dtype=float)
+    means = stats["mean"].to_numpy(dtype=float)
+    noise = float(np.nan_to_num(stats["std"].to_numpy(dtype=float)).mean())
+    positive = (xs > 0) & (means > 0)
+    slope = float(np.polyfit(np.log(xs[positive]), np.log(means[positive]), 1)[0]) if positive.sum() >= 2 \
+        else float("nan")
+    steps = np.abs(np.diff(means))
+    return {
+        "x": x, "y": y, "values": xs.tolist(), "mean": means.tolist(),
+        "std": np.nan_to_num(stats["std"].to_numpy(dtype=float)).tolist(),
+        "min": stats["min"].tolist(), "max": stats["max"].tolist(),
+        "spearman": _rank_correlation(df[x], df[y]),
+        "ratio": float(means[-1] / means[0]) if len(means) and means[0] > 0 else float("nan"),
+        "r2_linear": _r2(xs, means), "r2_log": _r2(np.log1p(np.clip(xs, 0, None)), means),
+        "loglog_slope": slope, "noise": noise,
+        "distinct_steps": int((steps > 2 * noise).sum()) if noise > 0 else int((steps > 0).sum()),
+    }

@@ -15,15 +15,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from svdkit.files import atomic_write
 
 __all__ = ["Video", "read_video", "write_video"]
 
@@ -59,16 +59,6 @@ def _mediapy():
     return mediapy
 
 
-def _atomic_path(path: Path):
-    """A temporary name beside `path` (same folder, so the final rename is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the finished file gets the usual permissions
-    return Path(tmp)
-
-
 def write_video(path, frames: np.ndarray, fps: float) -> Path:
     """Write uint8 frames (F, H, W, 3) to mp4, gif or webp, atomically (temporary file, then rename)."""
     path = Path(path)
@@ -79,8 +69,7 @@ def write_video(path, frames: np.ndarray, fps: float) -> Path:
     if suffix not in {".mp4", ".gif", ".webp"}:
         raise ValueError(f"path must end in .mp4, .gif or .webp, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         if suffix == ".webp":
             from PIL import Image
             images = [Image.fromarray(f) for f in frames]
@@ -90,9 +79,6 @@ def write_video(path, frames: np.ndarray, fps: float) -> Path:
             codec = "gif" if suffix == ".gif" else "h264"
             kwargs = {} if codec == "gif" else {"crf": 12}
             _mediapy().write_video(tmp, frames, fps=fps, codec=codec, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -148,11 +134,6 @@ class Video:
     def save(self, path) -> Path:
         """Write the clip (.mp4, .gif or .webp) and its parameter record beside it as JSON (same stem)."""
         path = write_video(path, self.frames, self.fps)
-        sidecar = path.with_suffix(".json")
-        tmp = _atomic_path(sidecar)
-        try:
+        with atomic_write(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps({**self.params, "playback_fps": self.fps}, indent=2, default=str))
-            os.replace(tmp, sidecar)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path

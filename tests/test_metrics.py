@@ -87,3 +87,14 @@ def test_every_metric_is_documented_and_doctests_pass():
     assert all(text and ". " not in text for text in metrics.METRICS.values())  # one sentence each
     result = doctest.testmod(metrics, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_trend_reads_a_curve():
+    rows = [{"motion_bucket_id": b, "seed": s, "motion": 0.01 * b + 0.05 * s}
+            for b in (0, 85, 170, 255) for s in (0, 1)]
+    t = metrics.trend(rows, "motion_bucket_id")
+    assert t["values"] == [0, 85, 170, 255] and t["spearman"] > 0.9 and t["r2_linear"] == pytest.approx(1)
+    assert t["distinct_steps"] == 3 and t["noise"] == pytest.approx(0.0354, abs=1e-3)
+    fps = [{"fps": f, "seed": 0, "motion": 12 / f} for f in (3, 6, 12, 24)]
+    t = metrics.trend(fps, "fps")
+    assert t["spearman"] == pytest.approx(-1) and t["loglog_slope"] == pytest.approx(-1)

@@ -2,11 +2,13 @@
 damaged files redone, ids that never collide, and two processes splitting one sweep."""
 
 import doctest
+import inspect
 import json
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -17,8 +19,8 @@ import numpy as np
 import pytest
 
 import svdkit
-import svdkit.sweep as sw
-from svdkit import views
+from svdkit import sweeps as sw
+from svdkit.sweeps import store, views
 from tests.conftest import make_image
 
 FAST = {"num_inference_steps": 2, "num_frames": 4}  # tiny pipeline, 64 x 64: a fraction of a second a point
@@ -60,10 +62,11 @@ def test_ranges():
                          seeds=[0, 1]) == 8 * 4 * 2
     with pytest.raises(ValueError, match="a range is"):
         sw.check_grid({"fps": {"range": [3, 30]}})
-    assert callable(svdkit.sweep) and svdkit.sweep.linspace is sw.linspace  # the module is callable
+    # svdkit.sweep is a plain function; the ranges live in svdkit.sweeps
+    assert inspect.isfunction(svdkit.sweep) and svdkit.sweep is sw.sweep and svdkit.sweeps.linspace is sw.linspace
     finder = doctest.DocTestFinder()
     for fn in (sw.linspace, sw.logspace, sw.ints, sw.check_grid):
-        for test in finder.find(fn, globs=vars(sw)):
+        for test in finder.find(fn, globs=vars(svdkit.sweeps.grid)):
             assert doctest.DocTestRunner().run(test).failed == 0, fn.__name__
 
 
@@ -101,13 +104,72 @@ def test_bad_input_fails_before_model_work(tiny_pipe, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_fixed_parameters_as_keywords(tiny_pipe, tmp_path, monkeypatch):
+    """`sweep(pipe, image, grid, num_inference_steps=2)`, as generate() takes it: the same points as in the grid."""
+    image, grid = make_image(), {"motion_bucket_id": [0, 255]}
+    keywords = sw.sweep(tiny_pipe, image, grid, out_dir=tmp_path, metrics=None, progress=False, fps=6, **FAST)
+    assert list(keywords["fps"]) == [6, 6] and list(keywords["num_inference_steps"]) == [2, 2]
+    assert keywords.attrs["axes"] == ["motion_bucket_id", "seed"] and not keywords["reused"].any()
+    in_grid = sw.sweep(tiny_pipe, image, {**grid, "fps": 6, **FAST}, out_dir=tmp_path, metrics=None, progress=False)
+    assert in_grid["reused"].all() and list(in_grid["id"]) == list(keywords["id"])
+    # one seed and a guidance schedule (a list, yet one value), as generate() takes them
+    schedule = [1.0, 2.0, 2.0, 1.0]
+    points = sw.plan(tiny_pipe, image, grid, seed=3, guidance=schedule, **FAST)
+    assert [p.seed for p in points] == [3, 3] and points[0].scales == tuple(schedule)
+    same = sw.plan(tiny_pipe, image, {**grid, "guidance": [schedule], **FAST}, seeds=[3])
+    assert [p.id for p in points] == [p.id for p in same]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("model work before the keywords were checked")
+
+    monkeypatch.setattr(tiny_pipe.unet, "forward", forbidden)
+    monkeypatch.setattr(tiny_pipe.vae, "encode", forbidden)
+    monkeypatch.setattr(tiny_pipe, "_encode_image", forbidden)
+    out = tmp_path / "never"
+    cases = [
+        ({"motion_bucket": 3}, TypeError,
+         r"unknown keyword parameter\(s\) \['motion_bucket'\]; a fixed parameter is one of .*motion_bucket_id"),
+        ({"outdir": "x"}, TypeError, r"\['outdir'\].*own keywords are seeds, out_dir"),
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps must be an integer >= 1, got 0"),
+        ({"fps": [6, 7]}, ValueError, r"fps=\[6, 7\]: a keyword is one fixed value; .* the grid: \{'fps': \[...\]\}"),
+        ({"seed": [1, 2]}, ValueError, r"seed=\[1, 2\]: .* use seeds=\[...\]"),
+        ({"motion_bucket_id": 9}, ValueError, "motion_bucket_id is given both in the grid and as a keyword"),
+        ({"seed": 1, "seeds": [2]}, ValueError, "not both"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            sw.sweep(tiny_pipe, image, grid, out_dir=out, progress=False, **kwargs)
+        assert not out.exists(), kwargs
+
+
+def test_files_get_the_usual_permissions(tiny_folder, tmp_path, capsys):
+    """Clips, frames, rows and sweep.csv can be shared as any file the user makes: under umask 022, rw-r--r--."""
+    from svdkit.__main__ import main
+
+    make_image().save(tmp_path / "in.png")
+    (tmp_path / "s.toml").write_text(f'model = "{tiny_folder.as_posix()}"\nimages = ["in.png"]\nout_dir = "o"\n'
+                                     f'[grid]\nmotion_bucket_id = [0, 255]\nnum_inference_steps = 2\nnum_frames = 4\n')
+    umask = os.umask(0o022)
+    try:
+        with open(tmp_path / "plain.txt", "w") as f:  # what a plain open() gives
+            f.write("x")
+        assert main(["sweep", str(tmp_path / "s.toml"), "--no-progress"]) == 0, capsys.readouterr().err
+    finally:
+        os.umask(umask)
+    usual = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert usual == 0o644
+    files = [tmp_path / "o" / "sweep.csv", *(tmp_path / "o" / "points").iterdir()]
+    assert sorted(p.suffix for p in files) == [".csv", ".json", ".json", ".mp4", ".mp4", ".npz", ".npz"]
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in files} == {p.name: oct(usual) for p in files}
+
+
 def test_cli_checks_the_sweep_file_before_loading_the_model(tmp_path, monkeypatch, capsys):
     from svdkit.__main__ import main
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the model was loaded before the sweep file was checked")
 
-    monkeypatch.setattr(svdkit, "load_pipeline", forbidden)
+    monkeypatch.setattr(svdkit.models, "load_pipeline", forbidden)  # what the sweep command loads with
     make_image().save(tmp_path / "in.png")
     head = 'model = "toy"\nimages = ["in.png"]\nout_dir = "o"\n'
     cases = [
@@ -234,7 +296,7 @@ def test_damaged_files_are_detected_and_redone(tiny_pipe, tmp_path):
     assert list(again["reused"]) == [False, False, False, False, True]
     for (_, row), before in zip(again.iterrows(), frames):
         assert np.array_equal(sw.load_frames(row), before)  # redone in the same batch of 4 as the first time
-        assert sw._read_done(tmp_path, row["id"]) is not None
+        assert store.read_point(tmp_path, row["id"]) is not None
     assert len(sw.computed_log(tmp_path)) == 5 + 4
 
 
@@ -278,7 +340,8 @@ def test_point_ids(tiny_pipe, monkeypatch):
 SCRIPT = """\
 import sys, time
 import numpy as np
-import svdkit, svdkit.sweep as sw
+import svdkit
+from svdkit import sweeps as sw
 from PIL import Image
 pipe = svdkit.load_pipeline(sys.argv[1])
 save = np.savez_compressed
@@ -308,7 +371,7 @@ def _intact(out: Path, expected: int):
     assert len(rows) == len({r["id"] for r in rows}) == expected
     files = set()
     for r in rows:
-        assert sw._read_done(out, r["id"]) == r
+        assert store.read_point(out, r["id"]) == r
         with np.load(out / r["frames"]) as data:
             assert data["frames"].shape[0] == FAST["num_frames"]
         assert svdkit.read_video(out / r["clip"]).frames.shape[0] == FAST["num_frames"]
@@ -408,17 +471,6 @@ def test_views(tiny_pipe, tmp_path):
     box.controls["b"].value = 127  # what moving the slider does
     assert box.result is not shown and "vs 127" in box.result.text
     assert not np.array_equal(box.result.frames, shown.frames)
-
-
-def test_trend_reads_a_curve():
-    rows = [{"motion_bucket_id": b, "seed": s, "motion": 0.01 * b + 0.05 * s}
-            for b in (0, 85, 170, 255) for s in (0, 1)]
-    t = sw.trend(rows, "motion_bucket_id")
-    assert t["values"] == [0, 85, 170, 255] and t["spearman"] > 0.9 and t["r2_linear"] == pytest.approx(1)
-    assert t["distinct_steps"] == 3 and t["noise"] == pytest.approx(0.0354, abs=1e-3)
-    fps = [{"fps": f, "seed": 0, "motion": 12 / f} for f in (3, 6, 12, 24)]
-    t = sw.trend(fps, "fps")
-    assert t["spearman"] == pytest.approx(-1) and t["loglog_slope"] == pytest.approx(-1)
 
 
 def test_speed_benchmark_runs(capsys):

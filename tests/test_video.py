@@ -1,6 +1,8 @@
 """Video I/O: write then read back (mp4, gif, webp) through mediapy and the bundled ffmpeg."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -25,6 +27,17 @@ def test_write_read_roundtrip(tmp_path, suffix, tol):
     assert back.fps == 8 and back.params["seed"] == 3
     assert json.loads(path.with_suffix(".json").read_text())["model"] == "test"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """A clip and its record are written atomically, yet readable as any file the user makes (umask 022)."""
+    umask = os.umask(0o022)
+    try:
+        path = svdkit.Video(frames=moving_square(3), fps=5).save(tmp_path / "a.mp4")
+    finally:
+        os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (path, path.with_suffix(".json"))}
+    assert modes == {"a.mp4": 0o644, "a.json": 0o644}
 
 
 def test_mediapy_reads_with_new_ffmpeg(tmp_path):

@@ -1,18 +1,24 @@
 """Look at a sweep: clips side by side, a contact sheet, metric-versus-parameter plots, a two-point compare.
 
-Everything here takes the table `svdkit.sweep()` returns (or `svdkit.sweep.read_sweep(out_dir)`), and
+Everything here takes the table `svdkit.sweep()` returns (or `svdkit.sweeps.read_sweep(out_dir)`), and
 returns plain things: frames as uint8 arrays (F, H, W, 3), a `Video`, a PIL image, a matplotlib `Figure`
 (built without pyplot, so it works headless). The compare widget's callback, `compare()`, is a plain
 function too.
 
+>>> import tempfile
 >>> import svdkit
->>> from svdkit import views
+>>> from svdkit.sweeps import views
+>>> pipe = svdkit.load_pipeline("toy")
 >>> table = svdkit.sweep(pipe, "data/example_0.png", {"motion_bucket_id": [0, 127, 255]}, seeds=[0, 1],
-...                      out_dir="sweeps/demo")                                      # doctest: +SKIP
->>> views.grid_video(table[table.seed == 0]).show()     # the clips in sync, labelled    # doctest: +SKIP
->>> views.contact_sheet(table).save("sheet.png")        # rows = points, columns = frames  # doctest: +SKIP
->>> views.plot_metric(table, "motion_bucket_id", "motion")   # mean over seeds and their spread  # doctest: +SKIP
->>> views.compare_widget(table, by="motion_bucket_id")       # pick two buckets          # doctest: +SKIP
+...                      num_inference_steps=4, out_dir=tempfile.mkdtemp(), progress=False)
+>>> views.grid_video(table[table.seed == 0]).frames.shape   # the clips in sync, labelled; .show() plays it
+(14, 142, 392, 3)
+>>> views.contact_sheet(table).size                         # rows = points, columns = frames (a PIL image)
+(1044, 394)
+>>> fig = views.plot_metric(table, "motion_bucket_id", "motion")   # mean over seeds and their spread
+>>> views.compare(table, 0, 255).frames.shape               # two points side by side, with their metrics
+(14, 142, 260, 3)
+>>> box = views.compare_widget(table, by="motion_bucket_id")  # pick two buckets; shows in a notebook  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -279,11 +285,9 @@ def compare(table, a, b, *, by: str = "motion_bucket_id", seed=None, metric: str
 def _show_comparison(box, **kwargs):
     from IPython.display import display
 
-    from svdkit.video import _mediapy
-
     box.result = compare(box.table, **kwargs, by=box.by)
     print(box.result.text)
-    _mediapy().show_video(box.result.frames, fps=box.result.fps, codec="gif")
+    Video(frames=box.result.frames, fps=box.result.fps).show(codec="gif")
     display(box.result.table)
 
 
