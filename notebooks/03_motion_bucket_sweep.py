@@ -56,7 +56,8 @@ from pathlib import Path
 
 import numpy as np
 import svdkit
-from svdkit import metrics, sweep, viz, views
+from svdkit import metrics, sweep, sweeps, viz
+from svdkit.sweeps import views
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ picture
 # `out_dir/sweep/points/`, so running this cell again only reads them back.
 
 # %%
-bucket_values = sweep.linspace(0, 255, buckets)
+bucket_values = sweeps.linspace(0, 255, buckets)
 table = sweep(pipe, picture, {"motion_bucket_id": bucket_values, "fps": fps,
                               "num_inference_steps": num_inference_steps},
               seeds=seeds, out_dir=out / "sweep", batch_size=batch_size)
@@ -141,7 +142,7 @@ print(views.compare(table, bucket_values[0], bucket_values[-1], seed=seed).text)
 # with them.
 
 # %%
-t = sweep.trend(table, "motion_bucket_id", "motion")
+t = metrics.trend(table, "motion_bucket_id", "motion")
 rho, ratio = t["spearman"], t["ratio"]
 if rho > 0.8:
     verdict = "motion_bucket_id sets how much the clip moves: the higher the bucket, the more motion"

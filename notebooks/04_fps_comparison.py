@@ -60,7 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import svdkit
-from svdkit import metrics, sweep, viz, views
+from svdkit import metrics, sweep, viz
+from svdkit.sweeps import views
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ for f in (6, 7):
 # numbers:
 
 # %%
-t = sweep.trend(table, "fps", "motion")
+t = metrics.trend(table, "fps", "motion")
 rho, slope = t["spearman"], t["loglog_slope"]
 if rho < -0.8:
     verdict = ("the conditioning fps tells the model how much time passes between frames: the higher it is, "
