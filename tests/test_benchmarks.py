@@ -1,5 +1,5 @@
-"""benchmarks/gpu_presets.py runs end to end at the tiny size (as CI runs it) and writes a sane JSON; the
-references that benchmarks/toy_quality.py prints beside its shapes-kept check mean what they say."""
+"""benchmarks/gpu_presets.py runs end to end at the tiny size (as CI runs it) and writes a sane JSON; the pictures
+and references of evaluations/toy_quality.py and the helpers of studies/toy_x0_error.py mean what they say."""
 
 import importlib.util
 import json
@@ -63,37 +63,49 @@ def test_append_merges_rows(tiny_run, tmp_path):
     assert kept["fast+cache3"]["speedup_vs_stock"] > 0  # re-derived against the kept stock row
 
 
-def test_toy_quality_references():
-    """kept_by_frame reads every frame of a true clip as kept and flags a frame that lost its shape; the
-    VAE round trip is the toy VAE's own reconstruction, a uint8 clip of the same shape close to the input."""
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_toy_quality_pictures_and_references():
+    """The drawn pictures are deterministic, of colours outside the world's palette, and read back as kept; a frame
+    that lost its shapes is flagged; the VAE round trip is the toy VAE's own reconstruction."""
     import numpy as np
     from diffusers import AutoencoderKLTemporalDecoder
 
-    from svdkit.toy import MODEL_PATH
-    from svdkit.toy.world import HELD_OUT_SEED, render_clip
+    from svdkit.metrics import psnr
+    from svdkit.toy import MODEL_PATH, PALETTE
+    from svdkit.toy.world import HELD_OUT_SEED, render_clip, shapes_kept
 
-    spec = importlib.util.spec_from_file_location("toy_quality", ROOT / "benchmarks" / "toy_quality.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_script(ROOT / "evaluations" / "toy_quality.py")
+    for i in range(8):
+        image, colours, bg = bench.drawn_picture(i)
+        again = bench.drawn_picture(i)[0]
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and np.array_equal(image, again)
+        assert 1 <= len(colours) <= 3 and not set(colours.values()) & set(PALETTE.values())
+        assert shapes_kept(image, colours, bg).all(), i
+        still = np.stack([image] * 4)
+        still[2] = bg.astype(np.uint8)  # frame 2 loses every shape
+        assert shapes_kept(still, colours, bg).tolist() == [True, True, False, True]
+
     seed = HELD_OUT_SEED + 7
     clip = render_clip(seed, 200, 7)  # (F, H, W, 3)
-    assert bench.kept_by_frame(clip, seed).tolist() == [1.0] * len(clip)
-    damaged = clip.copy()
-    damaged[3] = damaged[3, :1, :1]  # frame 3 becomes its corner pixel, the background: no shapes at all
-    assert bench.kept_by_frame(damaged, seed).tolist() == [1.0] * 3 + [0.0] + [1.0] * (len(clip) - 4)
-    assert bench.shapes_kept(damaged, seed) == pytest.approx(13 / 14)
-
     vae = AutoencoderKLTemporalDecoder.from_pretrained(MODEL_PATH / "vae").eval()
     back = bench.vae_round_trip(vae, clip)
     assert back.shape == clip.shape and back.dtype == np.uint8
-    assert bench.psnr(back, clip) > 20 and not np.array_equal(back, clip)
+    assert psnr(back[0], clip[0]) > 20 and not np.array_equal(back, clip)
+    assert bench.model_world(MODEL_PATH) == "palette"
 
 
 def test_toy_quality_names_a_missing_model(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "toy_quality.py"), "--model", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "--model: no diffusers pipeline folder" in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    for option in ("--model", "--reference"):
+        proc = subprocess.run([sys.executable, str(ROOT / "evaluations" / "toy_quality.py"), option, str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and f"{option}: no diffusers pipeline folder" in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
 
 
 def test_toy_x0_error_splits_and_estimates():
@@ -105,9 +117,7 @@ def test_toy_x0_error_splits_and_estimates():
     from svdkit.toy import MODEL_PATH
     from svdkit.toy.world import HELD_OUT_SEED, render_clip
 
-    spec = importlib.util.spec_from_file_location("toy_x0_error", ROOT / "benchmarks" / "toy_x0_error.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_script(ROOT / "studies" / "toy_x0_error.py")
     truth = torch.randn(14, 4, 8, 8)
     assert bench.split_error(truth + 0.5, truth) == pytest.approx((0.25, 0.25, 0.0), abs=1e-6)
     bump = truth.clone()

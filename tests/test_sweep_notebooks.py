@@ -18,7 +18,7 @@ NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
 
 
 def toy_responds(ok: bool, message: str):
-    """What the bundled toy must show: it has learned what motion_bucket_id and fps mean (benchmarks/toy_quality.py)."""
+    """What the bundled toy must show: it has learned what motion_bucket_id and fps mean (evaluations/toy_quality.py)."""
     assert ok, f"the toy does not follow its conditioning: {message}"
 
 
@@ -31,7 +31,7 @@ def test_motion_bucket_notebook(tmp_path):
     assert summary["distinct_steps"] >= 0 and isinstance(summary["answer"], str) and summary["answer"]
     assert Path(summary["grid_video"]).stat().st_size > 0 and Path(summary["contact_sheet"]).is_file()
     assert len(list((out / "sweep" / "points").glob("*.json"))) == 8
-    # what the toy must show: it has learned its conditioning (benchmarks/toy_quality.py)
+    # what the toy must show: it has learned its conditioning (evaluations/toy_quality.py)
     toy_responds(motion[-1] > motion[0] + 0.5 and summary["spearman"] > 0.7 and summary["distinct_steps"] >= 1
                  and "motion_bucket_id sets how much the clip moves" in summary["answer"],
                  f"the toy should move more at bucket 255 than at 0: {motion}, spearman {summary['spearman']}")
@@ -54,7 +54,7 @@ def test_fps_notebook(tmp_path):
     a, b = summary["playback"]
     assert (a["seconds"], b["seconds"]) == pytest.approx((14 / 4, 14 / 16))
     assert a["motion_px_per_frame"] == pytest.approx(b["motion_px_per_frame"], abs=0.1)  # same frames
-    # what the toy must show: it has learned its conditioning (benchmarks/toy_quality.py)
+    # what the toy must show: it has learned its conditioning (evaluations/toy_quality.py)
     toy_responds(motion[0] > motion[-1] and summary["spearman"] < -0.5 and summary["loglog_slope"] < 0,
                  f"the toy should move less per frame at fps 24 than at 4: {motion}, spearman {summary['spearman']}")
 

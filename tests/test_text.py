@@ -209,7 +209,7 @@ def test_training_smoke_and_vae_reuse(tmp_path):
 @needs_text_model
 def test_benchmark_prints_the_rates(tmp_path):
     out = tmp_path / "quality.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "toy_text_quality.py"), "--n", "4",
+    run = subprocess.run([sys.executable, str(ROOT / "evaluations" / "toy_text_quality.py"), "--n", "4",
                           "--steps", "2", "--threads", "1", "--json", str(out)],
                          capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: below the target, which 2 steps may well be

@@ -88,6 +88,77 @@ def test_example_images_are_first_frames():
     assert np.array_equal(img, render_clip(1_000_000)[0])
 
 
+# ------------------------------------------------------------------------------ the broad world
+def test_broad_scenes_stand_out_and_vary():
+    """Broad scenes: deterministic; 1-3 shapes whose colours stand 120 apart from each other and from both ends of the
+    background's gradient; white, black and saturated shapes, dull and saturated backgrounds, a range of sizes."""
+    import colorsys
+
+    from svdkit.toy.world import _MIN_CONTRAST
+
+    scenes = [describe_scene(s, world="broad") for s in range(1_000_000, 1_000_200)]
+    assert scenes[0] == describe_scene(1_000_000, world="broad") and scenes[0] != describe_scene(1_000_000)
+    names, sats, radii = set(), [], []
+    for scene in scenes:
+        assert 1 <= len(scene.shapes) <= 3
+        bg = np.asarray(scene.background.rgb, float)
+        ends = [np.clip(bg + d, 0, 255) for d in (-scene.background.strength, scene.background.strength)]
+        colours = [np.asarray(s.rgb, float) for s in scene.shapes]
+        for i, c in enumerate(colours):
+            assert min(np.linalg.norm(c - o) for o in ends + colours[:i]) >= _MIN_CONTRAST
+        names |= {s.colour for s in scene.shapes}
+        sats.append(colorsys.rgb_to_hsv(*(bg / 255))[1])
+        radii += [s.radius for s in scene.shapes]
+    assert {"white", "black"} <= names and len(names) >= 12
+    assert min(sats) < 0.1 and max(sats) > 0.8 and min(radii) < 5.5 and max(radii) > 10
+    assert caption(1_000_005, world="broad").startswith(("a ", "an "))
+    with pytest.raises(ValueError, match="world must be one of"):
+        describe_scene(1, world="wide")
+
+
+def test_shapes_kept_reads_true_clips_and_flags_what_falls_apart():
+    from svdkit.toy.world import render_background, scene_colours, shapes_kept
+
+    kept = []
+    for seed in range(1_000_000, 1_000_030):
+        clip = render_clip(seed, 255, 6, world="broad")
+        kept.append(shapes_kept(clip, scene_colours(seed, world="broad"), render_background(seed, world="broad")))
+    assert np.mean([k[0] for k in kept]) >= 0.95 and np.mean(kept) >= 0.95  # only overlaps split a shape
+
+    seed = next(s for s in range(1_000_000, 1_000_100) if len(describe_scene(s, world="broad").shapes) == 2)
+    colours, bg = scene_colours(seed, world="broad"), render_background(seed, world="broad")
+    clip = render_clip(seed, 100, 7, world="broad")
+    assert shapes_kept(clip, colours, bg).all()
+    first = describe_scene(seed, world="broad").shapes[0]
+    changed = clip.copy()
+    mask = np.linalg.norm(changed[4].astype(float) - first.rgb, axis=-1) < 30
+    changed[4][mask] = 255 - np.asarray(first.rgb)  # the shape turns its opposite colour
+    stray = clip.copy()
+    stray[7, 2:6, 2:6] = (255 - bg[3, 3]).astype(np.uint8)  # a 16-pixel smudge no colour of the scene explains
+    split = clip.copy()
+    (x, y) = shape_positions(seed, 100, 7, world="broad")[9, 0]
+    split[9, :, int(x) - 1: int(x) + 2] = bg[:, int(x) - 1: int(x) + 2]  # a background stripe cuts the shape in two
+    for damaged, frame in ((changed, 4), (stray, 7), (split, 9)):
+        expect = [f != frame for f in range(len(clip))]
+        assert shapes_kept(damaged, colours, bg).tolist() == expect
+
+
+def test_detector_finds_broad_shapes_by_their_colours():
+    from svdkit.toy.world import render_background, scene_colours
+
+    for seed in range(1_000_000, 1_000_010):
+        scene = describe_scene(seed, world="broad")
+        pos = shape_positions(seed, world="broad")[0]
+        if any(np.hypot(*(pos[i] - pos[j])) < scene.shapes[i].radius + scene.shapes[j].radius + 2
+               for i in range(len(pos)) for j in range(i)):
+            continue  # overlapping at the start: one may hide the other
+        dets = detect_shapes(render_clip(seed, world="broad")[0], scene_colours(seed, world="broad"),
+                             background=render_background(seed, world="broad"))
+        assert len(dets) == len(scene.shapes), seed
+        for d, (x, y) in zip(sorted(dets, key=lambda d: d.colour), pos):
+            assert np.hypot(d.x - x, d.y - y) < 0.6, (seed, d)
+
+
 # ------------------------------------------------------------------------------ the model
 @pytest.mark.skipif(not (MODEL_PATH / "model_index.json").exists(), reason="toy model not trained yet")
 def test_shipped_model_runs_with_stock_diffusers():
@@ -109,7 +180,8 @@ def test_shipped_model_runs_with_stock_diffusers():
 
 def test_training_smoke_run(tmp_path):
     out = tmp_path / "model"
-    done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", "--smoke", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", "--smoke", "--out", str(out),
+                           "--run-dir", str(tmp_path / "run")],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "frames (14, 64, 64, 3)" in done.stdout
