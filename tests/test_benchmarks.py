@@ -136,3 +136,26 @@ def test_toy_x0_error_splits_and_estimates():
     assert bench.split_error(still["copy"], still["truth"])[0] < 0.01
     copy_error = bench.split_error(moving["copy"], moving["truth"])[0]
     assert bench.split_error(moving["conditional"], moving["truth"])[0] < copy_error / 5
+
+
+def test_latent_mixes_count_colour_changes():
+    """A disc and its blend edges are no colour change; a cyan centre in a blue disc is. On the first toy VAE the
+    diagnostic finds what was measured by hand: the blue disc's halfway mix at 2 px stays blue, at 8 px (one latent
+    cell) it does not."""
+    import numpy as np
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from svdkit.toy import MODEL_PATH, PALETTE
+
+    bench = _load_script(ROOT / "evaluations" / "latent_mixes.py")
+    blue = PALETTE["blue"]
+    image = bench.disc(30.3, blue)
+    assert not bench.colour_changed(image, blue)
+    tinted = image.copy()
+    tinted[30:35, 28:33] = PALETTE["cyan"]
+    assert bench.colour_changed(tinted, blue)
+
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(MODEL_PATH / "vae").eval()
+    flags = bench.colour_changes(vae, {"blue": blue}, shifts=(0, 2, 8))["blue"]
+    assert flags == [False, False, True]
+    assert np.array_equal(bench.decoded_mix(vae, blue, 0).shape, (64, 64, 3))
