@@ -23,6 +23,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(out.read_text()), proc.stdout, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_json(tiny_run):
     result, stdout, seconds = tiny_run
     assert result["size"] == "tiny" and result["random_weights"] is True
@@ -48,6 +49,7 @@ def test_tiny_benchmark_json(tiny_run):
     print(f"tiny benchmark: {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_append_merges_rows(tiny_run, tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_presets", ROOT / "benchmarks" / "gpu_presets.py")
     bench = importlib.util.module_from_spec(spec)
