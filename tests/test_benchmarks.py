@@ -128,3 +128,26 @@ def test_toy_x0_error_splits_and_estimates():
     assert bench.split_error(still["copy"], still["truth"])[0] < 0.01
     copy_error = bench.split_error(moving["copy"], moving["truth"])[0]
     assert bench.split_error(moving["conditional"], moving["truth"])[0] < copy_error / 5
+
+
+def test_results_writer_appends_dated_machine_labelled_sections(tmp_path):
+    """benchmarks/report.py (what `--write` calls): the first call writes the header, each call one section with
+    the date, the machine, the command and the printed lines, and nothing before it changes."""
+    import datetime as dt
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    path = tmp_path / "RESULTS.md"
+    report.append_results("capture_overhead", ["plain median 1.460 s", "PASS  capture / plain = 1.02"], path=path,
+                          command="python benchmarks/capture_overhead.py --write", when=dt.date(2026, 12, 2))
+    first = path.read_text()
+    assert first.startswith(report.HEADER) and first.count("\n## ") == 1
+    assert "\n## 2026-12-02: capture_overhead\n" in first
+    assert f"- machine: {report.machine_label()}\n" in first and "CPUs" in report.machine_label()
+    assert "- command: `python benchmarks/capture_overhead.py --write`" in first
+    assert "```text\nplain median 1.460 s\nPASS  capture / plain = 1.02\n```\n" in first
+    report.append_results("sweep_speed", "speed-up: 1.14x", path=path)  # a string, today, this command line
+    second = path.read_text()
+    assert second.startswith(first) and second.count("\n## ") == 2
+    assert f"\n## {dt.date.today().isoformat()}: sweep_speed\n" in second and "speed-up: 1.14x\n```" in second
