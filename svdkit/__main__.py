@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 
 TOY_CELL_TIMEOUT = 600  # seconds one notebook cell may run in the main job on the bundled toy
@@ -62,7 +64,9 @@ def _generate(args) -> int:
     svdkit.sampling.check_params(None, params, args.guidance, spec=svdkit.MODELS.get(args.model))
     svdkit.load_image(args.image)
     pipe = svdkit.load_pipeline(args.model, device=args.device, memory=args.memory)
-    video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
+    with warnings.catch_warnings():  # the checks above gave svdkit's warnings (bucket, frames, image mode) once
+        warnings.filterwarnings("ignore", module=re.escape(__name__))
+        video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
     path = video.save(args.output)
     print(f"wrote {path} and {path.with_suffix('.json')} ({video.frames.shape[0]} frames, "
           f"{video.params['seconds']:.2f} s)")

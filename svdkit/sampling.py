@@ -97,7 +97,7 @@ def load_image(image):
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image must have at least one pixel, got a {image.width}x{image.height} image")
     if image.mode != "RGB":
-        warnings.warn(f"image: converting mode {image.mode!r} to RGB", stacklevel=3)
+        warnings.warn(f"image: converting mode {image.mode!r} to RGB", stacklevel=_user_stacklevel())
         image = image.convert("RGB")
     return image
 
