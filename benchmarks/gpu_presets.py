@@ -13,6 +13,7 @@ difference, 0-255) to show what the approximate speed-ups change.
     python benchmarks/gpu_presets.py --configs stock,fast,low     # some configurations only
     python benchmarks/gpu_presets.py --configs fast+compile --append   # add to an earlier JSON
     python benchmarks/gpu_presets.py --tiny                       # a tiny stand-in on the CPU (CI)
+    python benchmarks/gpu_presets.py --write                      # also append the table to benchmarks/RESULTS.md
 
 Without CUDA, --tiny is implied. Prints a table and writes JSON (--out).
 """
@@ -32,9 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-import svdkit  # noqa: E402
-from svdkit.speed import count_flops, to_channels_last  # noqa: E402
+import svdkit
+from svdkit.speed import count_flops, to_channels_last
 
 # name: (what it is, load_pipeline keywords, generate keywords). "stock" calls the diffusers pipeline itself.
 CONFIGS: dict[str, tuple[str, dict, dict]] = {
@@ -280,6 +280,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="on a GPU (fp32 on the CPU)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_presets[_tiny].json)")
     ap.add_argument("--append", action="store_true", help="merge into the rows of an earlier run in --out")
+    ap.add_argument("--write", action="store_true", help="also append the table to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
 
     cuda = torch.cuda.is_available()
@@ -351,6 +352,11 @@ def main(argv=None) -> dict:
     # 3. Ratios, FLOP rates, targets; print and write.
     derive(result)
     print(table(result))
+    if args.write:
+        from report import append_results  # benchmarks/report.py, beside this script
+        append_results(f"gpu_presets: memory presets and speed-ups, {args.model}"
+                       f"{' (tiny stand-in)' if args.tiny else ''}", table(result))
+        print("appended to benchmarks/RESULTS.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

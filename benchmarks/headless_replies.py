@@ -3,6 +3,7 @@ side by side in one run.
 
     python benchmarks/headless_replies.py                 # 4 rounds of 40 cells each way
     python benchmarks/headless_replies.py --rounds 2 --cells 20
+    python benchmarks/headless_replies.py --write         # also append the results to benchmarks/RESULTS.md
 
 Each round runs two small notebooks, each way: 40 cells that show a widget and write a figure into an
 `ipywidgets.Output`, and 40 cells that show the same widget and figure without the Output. For every cell it
@@ -23,11 +24,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from svdkit.headless import reply_waits, run_notebook  # noqa: E402
-from svdkit.toy.train import count  # noqa: E402
+from svdkit.headless import reply_waits, run_notebook
+from svdkit.toy.train import count
 
 STOCK_LIMIT = 3.0  # seconds; stock papermill reads a missed reply when this ends
 LATE = 1.0         # seconds from the kernel's reply to the cell's end
@@ -56,6 +54,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=count(1), default=4)
     p.add_argument("--cells", type=count(1), default=40)
+    p.add_argument("--write", action="store_true", help="also append the results to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
 
     import papermill
@@ -82,16 +81,21 @@ def main(argv=None) -> int:
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     n = args.rounds * args.cells
-    print(f"\ncells whose reply was read more than {LATE:g} s after the kernel sent it ({n} cells each):")
-    print(f"{'':34s}{'stock papermill':>18s}{'svdkit.headless':>18s}")
+    lines = [f"cells whose reply was read more than {LATE:g} s after the kernel sent it ({n} cells each):",
+             f"{'':34s}{'stock papermill':>18s}{'svdkit.headless':>18s}"]
     for kind, label in (("output", "writing into an Output widget"), ("plain", "showing a widget, no Output")):
         cols = [f"{late[w, kind]:3d} ({worst[w, kind]:4.2f} s worst)" for w in ("stock", "svdkit")]
-        print(f"{label:34s}{cols[0]:>18s}{cols[1]:>18s}")
+        lines.append(f"{label:34s}{cols[0]:>18s}{cols[1]:>18s}")
     for kind in books:
-        print(f"total time, {kind:6s} notebooks: stock {seconds['stock', kind]:6.1f} s, "
-              f"svdkit {seconds['svdkit', kind]:6.1f} s, ratio {seconds['svdkit', kind] / seconds['stock', kind]:.2f}")
+        lines.append(f"total time, {kind:6s} notebooks: stock {seconds['stock', kind]:6.1f} s, svdkit "
+                     f"{seconds['svdkit', kind]:6.1f} s, ratio {seconds['svdkit', kind] / seconds['stock', kind]:.2f}")
     ok = late["svdkit", "output"] == 0 and late["svdkit", "plain"] == 0
-    print(f"target: no late reply through svdkit.headless: {'passes' if ok else 'FAILS'}")
+    lines.append(f"target: no late reply through svdkit.headless: {'passes' if ok else 'FAILS'}")
+    print("\n" + "\n".join(lines))
+    if args.write:
+        from report import append_results  # benchmarks/report.py, beside this script
+        append_results("headless_replies: late kernel replies, stock papermill and svdkit.headless", lines)
+        print("appended to benchmarks/RESULTS.md")
     return 0 if ok else 1
 
 

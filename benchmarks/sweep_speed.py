@@ -3,6 +3,7 @@
     python benchmarks/sweep_speed.py                         # the bundled toy, 8 motion buckets, 25 steps
     python benchmarks/sweep_speed.py --model untrained-toy   # the toy's architecture, untrained (no weights needed)
     python benchmarks/sweep_speed.py --model tiny            # the tests' tiny pipeline
+    python benchmarks/sweep_speed.py --write                 # also append the results to benchmarks/RESULTS.md
 
 Both sides make the same 8 clips (motion_bucket_id 0, 36, ..., 255; seed 0; the model's defaults otherwise):
 
@@ -33,11 +34,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import svdkit
+from svdkit import sweeps
+from svdkit.toy.train import count
 
-import svdkit  # noqa: E402
-from svdkit import sweeps  # noqa: E402
-from svdkit.toy.train import count  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tests():
+    """The test suite's helpers (tests/conftest.py: the tiny pipeline, a test image) from this checkout."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import tests.conftest
+    return tests.conftest
 
 
 def batch_size(text: str):
@@ -57,8 +66,7 @@ def load(model: str):
         from svdkit.toy.train import build_pipeline
         return build_pipeline().to("cpu")
     if model == "tiny":
-        from tests.conftest import make_tiny_pipeline
-        return make_tiny_pipeline(num_frames=14)
+        return _tests().make_tiny_pipeline(num_frames=14)
     return svdkit.load_pipeline(model)
 
 
@@ -98,7 +106,13 @@ def main(argv=None) -> int:
                         help="points per UNet batch in the sweep (default auto)")
     parser.add_argument("--repeat", type=count(1), default=3, help="rounds of loop-then-sweep; each side's best counts")
     parser.add_argument("--target", type=float, default=2.0, help="required speed-up (default 2)")
+    parser.add_argument("--write", action="store_true", help="also append the results to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
+    lines = []
+
+    def say(text: str) -> None:  # print a result, and keep it for --write
+        print(text, flush=True)
+        lines.append(text)
 
     if args.model == "toy":
         from svdkit.toy import MODEL_PATH
@@ -108,22 +122,21 @@ def main(argv=None) -> int:
             return 2
     pipe = load(args.model)
     pipe.set_progress_bar_config(disable=True)
-    example = Path(__file__).resolve().parents[1] / "data" / "example_0.png"
+    example = ROOT / "data" / "example_0.png"
     if args.image:
         image = svdkit.load_image(args.image)
     elif example.is_file():
         image = svdkit.load_image(example)
     else:
-        from tests.conftest import make_image
-        image = make_image()
+        image = _tests().make_image()
     p = svdkit.sampling.check_params(pipe, {} if args.steps is None else {"num_inference_steps": args.steps})
     buckets = sweeps.linspace(0, 255, args.points)
     common = dict(height=p["height"], width=p["width"], num_frames=p["num_frames"],
                   num_inference_steps=p["num_inference_steps"], fps=p["fps"],
                   noise_aug_strength=p["noise_aug_strength"], decode_chunk_size=p["decode_chunk_size"],
                   min_guidance_scale=p["min_guidance_scale"], max_guidance_scale=p["max_guidance_scale"])
-    print(f"model {args.model}: {args.points} motion buckets {buckets}, {p['num_frames']} frames "
-          f"{p['height']}x{p['width']}, {p['num_inference_steps']} steps, torch threads {torch.get_num_threads()}")
+    say(f"model {args.model}: {args.points} motion buckets {buckets}, {p['num_frames']} frames "
+        f"{p['height']}x{p['width']}, {p['num_inference_steps']} steps, torch threads {torch.get_num_threads()}")
 
     def call(bucket):
         return pipe(image, motion_bucket_id=bucket, generator=torch.Generator().manual_seed(0), output_type="np",
@@ -146,18 +159,22 @@ def main(argv=None) -> int:
 
     diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(loop, frames)]
     ratio = loop_s / sweep_s
-    print(f"loop of pipe(...) calls: {loop_s:7.2f} s  ({loop_s / len(buckets):.2f} s a clip)  "
-          f"rounds: {' '.join(f'{t:.1f}' for t in loop_times)}")
-    print(f"svdkit.sweep (batch {batch}):  {sweep_s:7.2f} s  ({sweep_s / len(buckets):.2f} s a clip, "
-          f"files and metrics included)  rounds: {' '.join(f'{t:.1f}' for t in sweep_times)}")
-    print(f"speed-up: {ratio:.2f}x (target >= {args.target:g}x)  {'PASS' if ratio >= args.target else 'FAIL'}")
+    say(f"loop of pipe(...) calls: {loop_s:7.2f} s  ({loop_s / len(buckets):.2f} s a clip)  "
+        f"rounds: {' '.join(f'{t:.1f}' for t in loop_times)}")
+    say(f"svdkit.sweep (batch {batch}):  {sweep_s:7.2f} s  ({sweep_s / len(buckets):.2f} s a clip, "
+        f"files and metrics included)  rounds: {' '.join(f'{t:.1f}' for t in sweep_times)}")
+    say(f"speed-up: {ratio:.2f}x (target >= {args.target:g}x)  {'PASS' if ratio >= args.target else 'FAIL'}")
     floor = unet_floor(pipe, table)
     best = min(floor.values())
     per_batch = ", ".join(f"{s:.2f} s a point at batch {b}" for b, s in floor.items())
-    print(f"ceiling: the UNet passes alone take {per_batch};"
-          f" no sweep can beat {loop_s / len(buckets):.2f} / {best:.2f} = {loop_s / len(buckets) / best:.2f}x here")
-    print(f"frames vs the loop: max |diff| {max(d.max() for d in diffs)}, "
-          f"{100 * min((d == 0).mean() for d in diffs):.3f}% of values equal (worst clip)")
+    say(f"ceiling: the UNet passes alone take {per_batch};"
+        f" no sweep can beat {loop_s / len(buckets):.2f} / {best:.2f} = {loop_s / len(buckets) / best:.2f}x here")
+    say(f"frames vs the loop: max |diff| {max(d.max() for d in diffs)}, "
+        f"{100 * min((d == 0).mean() for d in diffs):.3f}% of values equal (worst clip)")
+    if args.write:
+        from report import append_results  # benchmarks/report.py, beside this script
+        append_results("sweep_speed: svdkit.sweep against a loop of pipeline calls", lines)
+        print("appended to benchmarks/RESULTS.md")
     return 0 if ratio >= args.target else 1
 
 

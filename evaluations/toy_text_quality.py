@@ -1,7 +1,7 @@
 """Does the toy text-to-image model draw what the prompt says? Measured on held-out captions.
 
-    python benchmarks/toy_text_quality.py            # 300 held-out captions (about a minute on 2 CPU cores)
-    python benchmarks/toy_text_quality.py --quick    # 60 captions, for CI
+    python evaluations/toy_text_quality.py            # 300 held-out captions (about a minute on 2 CPU cores)
+    python evaluations/toy_text_quality.py --quick    # 60 captions, for CI
 
 Every image is drawn by diffusers' own ``StableDiffusionPipeline`` loaded from the bundled folder, with the
 registry's settings for "toy" (25 DDIM steps, guidance 4, 64x64), one seed per caption. The captions are
@@ -31,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from svdkit.text import TEXT_MODELS, check_prompt  # noqa: E402
-from svdkit.toy.train_text import TEXT_MODEL_PATH  # noqa: E402
-from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip  # noqa: E402
+from svdkit.text import TEXT_MODELS, check_prompt
+from svdkit.toy.train_text import TEXT_MODEL_PATH
+from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 TARGET = 0.80
 FIRST_SEED = HELD_OUT_SEED + 2000  # held-out scenes, apart from those the examples and tests use

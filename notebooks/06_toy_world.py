@@ -179,7 +179,7 @@ viz.plot_filmstrips(samples, title="bucket 255")
 # ## 5 · Does the bundled model listen to its knobs?
 #
 # Clips from the bundled model at each bucket, their motion measured by optical flow (`svdkit.metrics.motion`,
-# pixels per frame), against the same measure on the world's true clips. `benchmarks/toy_quality.py` does this on
+# pixels per frame), against the same measure on the world's true clips. `evaluations/toy_quality.py` does this on
 # held-out scenes with many seeds and checks the targets.
 
 # %%

@@ -1,7 +1,7 @@
 """How far is the toy UNet's estimate of the clean clip from the truth, with and without guidance?
 
-    python benchmarks/toy_x0_error.py              # 12 held-out scenes, buckets 0 / 64 / 192, fps 7 (about 1 minute)
-    python benchmarks/toy_x0_error.py --scenes 3
+    python studies/toy_x0_error.py              # 12 held-out scenes, buckets 0 / 64 / 192, fps 7 (about 1 minute)
+    python studies/toy_x0_error.py --scenes 3
 
 In the toy world a clip is fully determined by its first frame and the knobs, so at any noise level a perfect
 UNet's estimate x0 of the clean clip would be the true clip itself. This script adds noise of level sigma to
@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from svdkit.toy import MODEL_PATH  # noqa: E402
-from svdkit.sampling import condition, denoise, encode_image, guidance_schedule, set_schedule  # noqa: E402
-from svdkit.toy.train import _to_model, count  # noqa: E402
-from svdkit.toy.world import HELD_OUT_SEED, render_clip  # noqa: E402
+from svdkit.toy import MODEL_PATH
+from svdkit.sampling import condition, denoise, encode_image, guidance_schedule, set_schedule
+from svdkit.toy.train import _to_model, count
+from svdkit.toy.world import HELD_OUT_SEED, render_clip
 
 BUCKETS = (0, 64, 192)
 SIGMAS = (0.5, 2.0, 8.0, 50.0)

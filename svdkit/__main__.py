@@ -3,20 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import warnings
+from pathlib import Path
 
 TOY_CELL_TIMEOUT = 600  # seconds one notebook cell may run in the main job on the bundled toy
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webp")  # what `Video.save` writes
+
+# generate's pipeline options: (type, what it does); their defaults come from the model registry.
+GENERATE_OPTIONS = {
+    "motion_bucket_id": (int, "how much motion to ask for, 0-255"),
+    "fps": (int, "frames per second the model is conditioned on (it sees fps - 1); also the clip's playback rate"),
+    "noise_aug_strength": (float, "noise added to the image before it is encoded; more lets the clip stray from it"),
+    "num_inference_steps": (int, "denoising steps"),
+    "num_frames": (int, "frames in the clip"),
+    "height": (int, "clip height in pixels, a multiple of 64"),
+    "width": (int, "clip width in pixels, a multiple of 64"),
+    "min_guidance_scale": (float, "classifier-free guidance scale of the first frame"),
+    "max_guidance_scale": (float, "classifier-free guidance scale of the last frame"),
+    "decode_chunk_size": (int, "frames the VAE decodes at once (fewer: less memory, a little flicker)"),
+}
+
+
+def _model_default(name: str) -> str:
+    """The default of a generate option, from the registry: "7" or "14 for toy, svd; 25 for svd-xt, svd-xt-1-1"."""
+    from svdkit.models import MEMORY_PRESETS, MODELS
+
+    if name == "decode_chunk_size":
+        return "the memory preset's: " + ", ".join(f"{cfg['decode_chunk_size'] or 'all frames'} with {preset}"
+                                                   for preset, cfg in MEMORY_PRESETS.items())
+    by_value: dict = {}
+    for model, spec in MODELS.items():
+        by_value.setdefault(getattr(spec, name), []).append(model)
+    if len(by_value) == 1:
+        return f"the model's, {next(iter(by_value))}"
+    return "the model's: " + "; ".join(f"{value} for {', '.join(models)}" for value, models in by_value.items())
+
+
+def _check_output(output) -> Path:
+    """Refuse an output path `Video.save` cannot write, before any model work."""
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"-o/--output: {str(path)!r} is a folder; name a file in it, e.g. {str(path / 'clip.mp4')!r}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"-o/--output must end in {', '.join(VIDEO_SUFFIXES)}; got {str(path)!r}")
+    folder = next(p for p in path.absolute().parents if p.exists())  # the nearest part that exists
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"-o/--output: cannot write {str(path)!r}: {str(folder)!r} is not a writable folder")
+    return path
 
 
 def _generate(args) -> int:
     import svdkit
 
-    # Check the image and every parameter before loading a model.
+    # Check the output path, the image and every parameter before loading a model.
+    _check_output(args.output)
     params = {k: getattr(args, k) for k in svdkit.sampling.GENERATE_PARAMS if getattr(args, k, None) is not None}
     svdkit.sampling.check_params(None, params, args.guidance, spec=svdkit.MODELS.get(args.model))
     svdkit.load_image(args.image)
     pipe = svdkit.load_pipeline(args.model, device=args.device, memory=args.memory)
-    video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
+    with warnings.catch_warnings():  # the checks above gave svdkit's warnings (bucket, frames, image mode) once
+        warnings.filterwarnings("ignore", module=re.escape(__name__))
+        video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
     path = video.save(args.output)
     print(f"wrote {path} and {path.with_suffix('.json')} ({video.frames.shape[0]} frames, "
           f"{video.params['seconds']:.2f} s)")
@@ -84,26 +134,33 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m svdkit", description="svdkit: explore Stable Video Diffusion.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    models = "toy, svd, svd-xt, svd-xt-1-1, a hub id (owner/name) or a local diffusers folder (default toy)"
+    device = "auto (cuda, then mps, then cpu) or a torch device such as cpu or cuda:1 (default auto)"
     g = sub.add_parser("generate", help="generate a clip from one image")
     g.add_argument("image", help="input image (png, jpg, ...)")
-    g.add_argument("--model", default="toy", help="toy, svd, svd-xt, svd-xt-1-1, a hub id or a local folder")
-    g.add_argument("-o", "--output", default="clip.mp4", help="output .mp4, .gif or .webp (default clip.mp4)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--memory", default="auto", choices=["auto", "fast", "balanced", "low"])
-    g.add_argument("--guidance", default="linear", choices=["linear", "constant", "triangle"])
-    for name, typ in (("motion_bucket_id", int), ("fps", int), ("noise_aug_strength", float),
-                      ("num_inference_steps", int), ("num_frames", int), ("height", int), ("width", int),
-                      ("min_guidance_scale", float), ("max_guidance_scale", float), ("decode_chunk_size", int)):
-        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
+    g.add_argument("--model", default="toy", help=models)
+    g.add_argument("-o", "--output", default="clip.mp4",
+                   help="output .mp4, .gif or .webp; its parameter record goes beside it as .json (default clip.mp4)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the noise: the same seed, the same clip (default 0)")
+    g.add_argument("--device", default="auto", help=device)
+    g.add_argument("--memory", default="auto", choices=["auto", "fast", "balanced", "low"],
+                   help="memory preset: fast, balanced (model offload) or low (offload, chunking); auto picks one "
+                        "by free GPU memory (default auto)")
+    g.add_argument("--guidance", default="linear", choices=["linear", "constant", "triangle"],
+                   help="per-frame guidance: linear (the default: min on the first frame rising to max on the "
+                        "last), constant (max on every frame) or triangle (max in the middle)")
+    for name, (typ, what) in GENERATE_OPTIONS.items():
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
+                       help=f"{what} (default: {_model_default(name)})")
     g.set_defaults(func=_generate)
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless into an outputs folder (the main job)")
     n.add_argument("--folder", default="notebooks", help="where the NN_*.ipynb notebooks are (default notebooks)")
     n.add_argument("-o", "--output", default="outputs", help="outputs folder (default outputs)")
-    n.add_argument("--model", default="toy")
-    n.add_argument("--device", default="auto")
-    n.add_argument("--only", nargs="*", help="run only notebooks whose file name contains one of these")
+    n.add_argument("--model", default="toy", help=models)
+    n.add_argument("--device", default="auto", help=device)
+    n.add_argument("--only", nargs="*",
+                   help="run only notebooks whose file name contains one of these, e.g. --only 00 02 (default: all)")
     n.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="set a parameters-cell value in every notebook, e.g. -p num_inference_steps 25 "
                         "(as papermill's -p; a notebook without that name ignores it)")

@@ -31,11 +31,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import papermill
+# jupyter_client comes with every Jupyter kernel (ipykernel); papermill and nbclient only with svdkit's
+# `notebooks` and `test` extras, so `run_notebook` imports them when it runs.
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from nbclient.exceptions import CellTimeoutError
 from traitlets import Type
 
 __all__ = ["run_notebook", "CellTimeout", "reply_waits", "KernelManager", "REPLY_POLL_SECONDS"]
@@ -115,6 +115,11 @@ def run_notebook(path, output, parameters: dict | None = None, cwd=None, cell_ti
     if parameters is not None and not isinstance(parameters, Mapping):
         raise ValueError(f"parameters must be a dict of name -> value, or None; got {type(parameters).__name__}")
     seconds = _whole_seconds(cell_timeout)
+    try:
+        import papermill
+        from nbclient.exceptions import CellTimeoutError
+    except ImportError as e:
+        raise ImportError(f"run_notebook needs papermill ({e}): pip install 'svdkit[notebooks]'") from e
     path, output = Path(path), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:

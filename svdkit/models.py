@@ -21,7 +21,9 @@ True
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -249,6 +251,11 @@ def _source(model: str, spec: ModelSpec | None) -> str:
     source = spec.repo_id if spec is not None else str(model)
     if not Path(source).is_dir() and Path(source).suffix and Path(source).exists():
         raise ValueError(f"model must be a diffusers folder, a hub id or one of {list(MODELS)}; got file {source!r}")
+    if spec is None and not Path(source).is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        close = difflib.get_close_matches(source.lower(), MODELS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"model {source!r} is not a known name{hint}, a local diffusers folder or a hub id "
+                         f"('owner/name'); known names: {', '.join(MODELS)}")
     return source
 
 

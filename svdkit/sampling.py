@@ -85,6 +85,8 @@ def load_image(image):
             a = a[..., 0]
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
             raise ValueError(f"image: an array must be (H, W) or (H, W, 3|4), got shape {image.shape}")
+        if a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"image: an array must have at least one pixel (H, W >= 1), got shape {image.shape}")
         if a.dtype != np.uint8:
             if not np.issubdtype(a.dtype, np.floating) or np.nanmin(a) < 0 or np.nanmax(a) > 1:
                 raise ValueError("image: a non-uint8 array must be float with values in [0, 1]")
@@ -92,8 +94,10 @@ def load_image(image):
         image = Image.fromarray(a)
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL image, a path, a numpy array or a torch tensor, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"image must have at least one pixel, got a {image.width}x{image.height} image")
     if image.mode != "RGB":
-        warnings.warn(f"image: converting mode {image.mode!r} to RGB", stacklevel=3)
+        warnings.warn(f"image: converting mode {image.mode!r} to RGB", stacklevel=_user_stacklevel())
         image = image.convert("RGB")
     return image
 
@@ -144,6 +148,21 @@ def _defaults(pipe, spec=None) -> dict:
     return d
 
 
+def _user_stacklevel() -> int:
+    """The `stacklevel` for a warning raised by the function that calls this one: the first frame outside svdkit
+    and torch, so the warning names the user's line however deep the call (generate, sweep, text) and whatever
+    wraps it (`torch.no_grad`); the command line (`python -m svdkit`) counts as the user."""
+    import os
+    import sys
+
+    inside = tuple(str(Path(f).parent) + os.sep for f in (__file__, torch.__file__))
+    frame, level = sys._getframe(1), 1
+    while (frame is not None and frame.f_code.co_filename.startswith(inside)
+           and not frame.f_code.co_filename.endswith("__main__.py")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _nearest64(x: int) -> int:
     return max(64, int(round(x / 64)) * 64)
 
@@ -183,11 +202,11 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -
         raise ValueError(f"motion_bucket_id must be a number in 0-255, got {p['motion_bucket_id']!r}")
     if not 0 <= p["motion_bucket_id"] <= 255:
         warnings.warn(f"motion_bucket_id={p['motion_bucket_id']} is outside 0-255, the range SVD was trained on",
-                      stacklevel=3)
+                      stacklevel=_user_stacklevel())
     trained = pipe.unet.config.num_frames if pipe is not None else getattr(spec, "num_frames", None)
     if trained is not None and p["num_frames"] > trained:
         warnings.warn(f"num_frames={p['num_frames']} is more than the {trained} frames this model was trained for; "
-                      "expect the clip to degrade", stacklevel=3)
+                      "expect the clip to degrade", stacklevel=_user_stacklevel())
     if sigmas is not None:
         s = np.asarray(sigmas, dtype=np.float64)
         if s.ndim != 1 or len(s) < 2 or not np.all(np.isfinite(s)) or np.any(s[:-1] <= 0) or s[-1] < 0 \

@@ -23,6 +23,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(out.read_text()), proc.stdout, time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_json(tiny_run):
     result, stdout, seconds = tiny_run
     assert result["size"] == "tiny" and result["random_weights"] is True
@@ -48,6 +49,7 @@ def test_tiny_benchmark_json(tiny_run):
     print(f"tiny benchmark: {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_append_merges_rows(tiny_run, tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_presets", ROOT / "benchmarks" / "gpu_presets.py")
     bench = importlib.util.module_from_spec(spec)
@@ -159,3 +161,26 @@ def test_latent_mixes_count_colour_changes():
     flags = bench.colour_changes(vae, {"blue": blue}, shifts=(0, 2, 8))["blue"]
     assert flags == [False, False, True]
     assert np.array_equal(bench.decoded_mix(vae, blue, 0).shape, (64, 64, 3))
+
+
+def test_results_writer_appends_dated_machine_labelled_sections(tmp_path):
+    """benchmarks/report.py (what `--write` calls): the first call writes the header, each call one section with
+    the date, the machine, the command and the printed lines, and nothing before it changes."""
+    import datetime as dt
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    path = tmp_path / "RESULTS.md"
+    report.append_results("capture_overhead", ["plain median 1.460 s", "PASS  capture / plain = 1.02"], path=path,
+                          command="python benchmarks/capture_overhead.py --write", when=dt.date(2026, 12, 2))
+    first = path.read_text()
+    assert first.startswith(report.HEADER) and first.count("\n## ") == 1
+    assert "\n## 2026-12-02: capture_overhead\n" in first
+    assert f"- machine: {report.machine_label()}\n" in first and "CPUs" in report.machine_label()
+    assert "- command: `python benchmarks/capture_overhead.py --write`" in first
+    assert "```text\nplain median 1.460 s\nPASS  capture / plain = 1.02\n```\n" in first
+    report.append_results("sweep_speed", "speed-up: 1.14x", path=path)  # a string, today, this command line
+    second = path.read_text()
+    assert second.startswith(first) and second.count("\n## ") == 2
+    assert f"\n## {dt.date.today().isoformat()}: sweep_speed\n" in second and "speed-up: 1.14x\n```" in second

@@ -1,6 +1,7 @@
 """The command line: generate a clip from a file, and clear errors for bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,7 @@ def test_missing_image(tmp_path):
     assert out.returncode == 2 and "nope.png" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_notebooks_stops_a_stuck_cell_and_goes_on(tmp_path):
     """The main job gives each cell a time limit: a cell past it fails its notebook with a clear line, and the
     next notebook still runs, with the -p values typed as papermill types them."""
@@ -79,3 +81,37 @@ def test_notebooks_stops_a_stuck_cell_and_goes_on(tmp_path):
 def test_notebooks_bad_options_are_one_clear_line(tmp_path, args, message):
     out = run("notebooks", "--folder", tmp_path, *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("output, message", [
+    ("clip.mp3", "-o/--output must end in .mp4, .gif, .webp"),
+    (".", "is a folder"),
+    ("in.png/clip.mp4", "is not a writable folder"),
+])
+def test_generate_checks_the_output_before_any_model_work(tmp_path, monkeypatch, capsys, output, message):
+    import svdkit
+    from svdkit.__main__ import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model work started before the output was checked")
+    monkeypatch.setattr(svdkit, "load_pipeline", refuse)
+    monkeypatch.setattr(svdkit, "generate", refuse)
+    monkeypatch.chdir(tmp_path)
+    make_image().save(tmp_path / "in.png")
+    assert main(["generate", "in.png", "-o", output]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_help_gives_every_option_a_text_and_a_default(capsys):
+    from svdkit.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    options = capsys.readouterr().out.split("options:")[1]
+    entries = re.split(r"\n  (?=-)", options)[1:]  # one entry per option, its help text wrapped below it
+    names = [e.split()[0].rstrip(",") for e in entries]
+    assert {"--model", "-o", "--seed", "--motion-bucket-id", "--decode-chunk-size"} <= set(names)
+    for entry in entries[1:]:  # after -h
+        text = " ".join(entry.split())
+        assert re.search(r"\(default[ :]|the default", text), f"no default: {text}"
+    assert "14 for toy, svd; 25 for svd-xt, svd-xt-1-1" in " ".join(options.split())  # --num-frames, per model

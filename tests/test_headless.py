@@ -131,6 +131,7 @@ def test_missing_notebook_is_named(tmp_path):
         headless.run_notebook(tmp_path / "nope.ipynb", tmp_path / "out.ipynb")
 
 
+@pytest.mark.slow
 def test_output_widget_cells_get_their_replies_at_once(tmp_path):
     """40 cells that write a figure into an Output widget: with stock papermill, 10 of 160 such cells waited for
     their reply until the time limit (benchmarks/headless_replies.py); here none may wait longer than a slice."""
@@ -143,3 +144,17 @@ def test_output_widget_cells_get_their_replies_at_once(tmp_path):
     waits = headless.reply_waits(out)[2:]  # after the parameters and imports cells
     assert len(waits) == 40
     assert max(waits) < headless.REPLY_POLL_SECONDS + 1.0, waits
+
+
+def test_papermill_is_imported_only_to_run_a_notebook(tmp_path, monkeypatch):
+    """papermill is an optional extra: importing svdkit.headless does not load it, and without it run_notebook
+    says which extra to install."""
+    import subprocess
+    import sys
+
+    code = "import sys, svdkit.headless; print(sorted({'papermill', 'nbclient'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:] + done.stdout
+    monkeypatch.setitem(sys.modules, "papermill", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"svdkit\[notebooks\]"):
+        headless.run_notebook(_notebook(tmp_path / "a.ipynb", "1"), tmp_path / "out.ipynb")

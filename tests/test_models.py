@@ -50,3 +50,17 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dtype must be"):
         _resolve_dtype("int3", "cpu")
     assert _resolve_dtype("auto", "cuda") == torch.float16 and _resolve_dtype("auto", "cpu") == torch.float32
+
+
+def test_misspelt_name_lists_the_valid_names(monkeypatch, tmp_path):
+    """A name that is neither in the registry, a folder, nor shaped like a hub id ('owner/name') is a typo: the
+    error names the valid names at once, instead of talking of the Hugging Face cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"'svd-xtt' is not a known name \(did you mean 'svd-xt'\?\).*"
+                                         r"known names: toy, svd, svd-xt, svd-xt-1-1"):
+        svdkit.load_pipeline("svd-xtt")
+    with pytest.raises(ValueError, match="known names: toy, svd"):
+        svdkit.load_pipeline(str(tmp_path / "no-such-folder" / "deeper"))
+    with pytest.raises(OSError, match="not in the local Hugging Face cache"):  # a hub id goes on to the cache
+        svdkit.load_pipeline("someone/svd-finetune")

@@ -116,6 +116,7 @@ def run_on_toy(name: str, tmp_path: Path, **params) -> tuple[dict, Path]:
     return json.loads((out / "summary.json").read_text()), out
 
 
+@pytest.mark.notebook
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 @pytest.mark.parametrize("name, params, check", NOTEBOOKS)
 def test_notebook(name, params, check, tmp_path):

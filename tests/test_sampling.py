@@ -203,3 +203,22 @@ def test_bad_images(exploding_pipe, tmp_path):
 def test_out_of_range_warns(tiny_pipe, image, params, match):
     with pytest.warns(UserWarning, match=match):
         svdkit.generate(tiny_pipe, image, **{**BASE, "num_inference_steps": 1, **params})
+
+
+def test_warnings_name_the_callers_line(tiny_pipe, image):
+    """Through generate's torch.no_grad wrapper, a warning points at the user's call, not inside torch."""
+    with pytest.warns(UserWarning) as caught:
+        svdkit.generate(tiny_pipe, image.convert("RGBA"), **{**BASE, "num_inference_steps": 1, "num_frames": 9},
+                        motion_bucket_id=300)
+    mine = [w for w in caught if any(s in str(w.message) for s in ("outside 0-255", "more than the 6", "mode"))]
+    assert len(mine) == 3 and all(w.filename == __file__ for w in mine), [(w.filename, w.lineno) for w in mine]
+
+
+def test_zero_size_image_is_refused_before_model_work(exploding_pipe):
+    from PIL import Image
+
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((4, 0), np.float32), torch.zeros(3, 0, 8)):
+        with pytest.raises(ValueError, match="at least one pixel"):
+            svdkit.generate(exploding_pipe, empty)
+    with pytest.raises(ValueError, match="at least one pixel, got a 0x5 image"):
+        svdkit.load_image(Image.new("RGB", (0, 5)))

@@ -381,6 +381,7 @@ def _intact(out: Path, expected: int):
     assert len(logged) == len(set(logged))  # no point computed twice
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume(tiny_folder, tmp_path):
     image, out, script = tmp_path / "in.png", tmp_path / "out", tmp_path / "run.py"
     make_image().save(image)
@@ -414,6 +415,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_cli_under_accelerate_launch_splits_a_sweep(tiny_folder, tmp_path):
     """`python -m svdkit sweep` in one process, and under `accelerate launch` in two: same points, none twice."""
     make_image().save(tmp_path / "in.png")

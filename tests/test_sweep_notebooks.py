@@ -22,6 +22,7 @@ def toy_responds(ok: bool, message: str):
     assert ok, f"the toy does not follow its conditioning: {message}"
 
 
+@pytest.mark.notebook
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_motion_bucket_notebook(tmp_path):
     summary, out = run_on_toy(NAMES[0], tmp_path, seeds=[0, 1], num_inference_steps=8, buckets=4)
@@ -37,6 +38,7 @@ def test_motion_bucket_notebook(tmp_path):
                  f"the toy should move more at bucket 255 than at 0: {motion}, spearman {summary['spearman']}")
 
 
+@pytest.mark.notebook
 @pytest.mark.skipif(_toy_missing(), reason="the bundled toy model is not built yet: python -m svdkit.toy.train")
 def test_motion_bucket_notebook_with_only_seed_set(tmp_path):
     """`-p seed 7` alone: the notebook sweeps seed 7 too and shows its clips."""

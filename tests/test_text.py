@@ -185,6 +185,7 @@ def _train_smoke(out: Path, *extra: str) -> str:
     return run.stdout
 
 
+@pytest.mark.slow
 def test_training_smoke_and_vae_reuse(tmp_path):
     from safetensors.torch import load_file
 
@@ -206,6 +207,7 @@ def test_training_smoke_and_vae_reuse(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @needs_text_model
 def test_benchmark_prints_the_rates(tmp_path):
     out = tmp_path / "quality.json"
@@ -219,6 +221,7 @@ def test_benchmark_prints_the_rates(tmp_path):
     assert 0.0 <= result["generated"]["colours_shapes"] <= result["generated"]["colours"] <= 1.0
 
 
+@pytest.mark.notebook
 @needs_text_model
 @pytest.mark.skipif(_toy_missing(), reason="the toy SVD is not built (python -m svdkit.toy.train)")
 def test_notebook_05_runs(tmp_path):

@@ -178,6 +178,7 @@ def test_shipped_model_runs_with_stock_diffusers():
     assert np.isfinite(frames).all()
 
 
+@pytest.mark.slow
 def test_training_smoke_run(tmp_path):
     out = tmp_path / "model"
     done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", "--smoke", "--out", str(out),
