@@ -68,6 +68,7 @@ def _train(*args):
     return done
 
 
+@pytest.mark.slow
 def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 
