@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     p.add_argument("--world", choices=("palette", "broad"), default=None,
                    help="the world of the held-out scenes (default: the one --model was trained on)")
     p.add_argument("--threads", type=count(1), default=2)
+    p.add_argument("--no-speed", action="store_true", help="skip check 4 (timings want an otherwise idle machine)")
     p.add_argument("--samples", type=Path, default=None, metavar="PREFIX",
                    help="also write PREFIX.png (filmstrips) and PREFIX.gif (side by side) of a moving scene's clips")
     args = p.parse_args(argv)
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
     print()
     image = pictures["world"][0][0]
     reference = _load(args.reference) if args.reference else None
-    for steps, limit in ((25, 4.0), (10, 2.0)):
+    for steps, limit in () if args.no_speed else ((25, 4.0), (10, 2.0)):
         med = seconds(pipe, image, steps)
         extra = f"(median of 5, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f})"
         if reference is not None:
