@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from svdkit.headless import reply_waits, run_notebook  # noqa: E402
-from svdkit.toy.train import count  # noqa: E402
+from svdkit.cli_args import count  # noqa: E402
 
 STOCK_LIMIT = 3.0  # seconds; stock papermill reads a missed reply when this ends
 LATE = 1.0         # seconds from the kernel's reply to the cell's end

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import svdkit  # noqa: E402
 import svdkit.sweep  # noqa: E402  (the callable sweep module)
-from svdkit.toy.train import count  # noqa: E402
+from svdkit.cli_args import count  # noqa: E402
 
 
 def batch_size(text: str):

@@ -37,8 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.toy import MODEL_PATH  # noqa: E402
-from svdkit.viz import to_uint8  # noqa: E402
-from svdkit.toy.train import _to_model, count  # noqa: E402
+from svdkit.cli_args import count  # noqa: E402
+from svdkit.video import to_model as _to_model, to_uint8  # noqa: E402
 from svdkit.toy.world import HELD_OUT_SEED, describe_scene, detect_shapes, pixels_per_frame, render_clip  # noqa: E402
 
 BUCKETS = (0, 32, 64, 128, 192, 255)

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.toy import MODEL_PATH  # noqa: E402
 from svdkit.sampling import condition, denoise, encode_image, guidance_schedule, set_schedule  # noqa: E402
-from svdkit.toy.train import _to_model, count  # noqa: E402
+from svdkit.cli_args import count  # noqa: E402
 from svdkit.toy.world import HELD_OUT_SEED, render_clip  # noqa: E402
+from svdkit.video import to_model  # noqa: E402
 
 BUCKETS = (0, 64, 192)
 SIGMAS = (0.5, 2.0, 8.0, 50.0)
@@ -51,7 +52,7 @@ def encode_clip(pipe, frames: np.ndarray, bucket: float, generator: torch.Genera
     """
     from PIL import Image
 
-    truth = pipe.vae.encode(_to_model(frames)).latent_dist.mode() * pipe.vae.config.scaling_factor
+    truth = pipe.vae.encode(to_model(frames)).latent_dist.mode() * pipe.vae.config.scaling_factor
     height, width = frames.shape[1:3]
     stage1 = encode_image(pipe, Image.fromarray(frames[0]), generator, height=height, width=width,
                           noise_aug_strength=AUG)
