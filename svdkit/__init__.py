@@ -8,17 +8,18 @@
 >>> path = video.save("clip.mp4")                            # and clip.json, the full parameter record
 
 The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; results in `Video` and `Trace`;
-pictures in `svdkit.viz`, widgets in `svdkit.widgets`, sweeps in `svdkit.sweep` with `svdkit.metrics` and
-`svdkit.views`; a text-to-image first frame with `svdkit.text_to_image`.
+pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal attention in `svdkit.attention`,
+widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; sweeps in `svdkit.sweep` with
+`svdkit.metrics` and `svdkit.views`; a text-to-image first frame with `svdkit.text_to_image`.
 """
 
-__version__ = "0.1.0"
-
+from svdkit.version import __version__  # noqa: F401
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.trace import Trace
 from svdkit.video import Video, read_video, write_video
 from svdkit import metrics, sweep, viz, views, widgets  # noqa: E402  (svdkit.sweep(...) runs a sweep)
+from svdkit import attention, latent_rgb, sampling  # noqa: E402
 from svdkit.text import text_to_image
 
 __all__ = [
@@ -32,4 +33,6 @@ __all__ = [
     "text_to_image",
     # modules: sweeps and their measurements, pictures, widgets
     "sweep", "metrics", "viz", "views", "widgets",
+    # modules: the stages by hand, latents as colours, temporal attention
+    "sampling", "latent_rgb", "attention",
 ]
