@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdkit.text import TEXT_MODELS, check_prompt  # noqa: E402
-from svdkit.toy.train_text import TEXT_MODEL_PATH  # noqa: E402
+from svdkit.toy import TEXT_MODEL_PATH  # noqa: E402
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip  # noqa: E402
 
 TARGET = 0.80
