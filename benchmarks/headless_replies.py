@@ -24,8 +24,8 @@ from pathlib import Path
 
 import nbformat
 
+from svdkit.cli_args import count
 from svdkit.headless import reply_waits, run_notebook
-from svdkit.toy.train import count
 
 STOCK_LIMIT = 3.0  # seconds; stock papermill reads a missed reply when this ends
 LATE = 1.0         # seconds from the kernel's reply to the cell's end

@@ -36,7 +36,7 @@ import torch
 
 import svdkit
 from svdkit import sweeps
-from svdkit.toy.train import count
+from svdkit.cli_args import count
 
 ROOT = Path(__file__).resolve().parents[1]
 

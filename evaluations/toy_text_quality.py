@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from svdkit.text import TEXT_MODELS, check_prompt
-from svdkit.toy.train_text import TEXT_MODEL_PATH
+from svdkit.toy import TEXT_MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 
 TARGET = 0.80

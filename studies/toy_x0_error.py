@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svdkit.toy import MODEL_PATH
+from svdkit.cli_args import count
 from svdkit.sampling import condition, denoise, encode_image, guidance_schedule, set_schedule
-from svdkit.toy.train import _to_model, count
+from svdkit.toy import MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, render_clip
+from svdkit.video import to_model
 
 BUCKETS = (0, 64, 192)
 SIGMAS = (0.5, 2.0, 8.0, 50.0)
@@ -49,7 +50,7 @@ def encode_clip(pipe, frames: np.ndarray, bucket: float, generator: torch.Genera
     """
     from PIL import Image
 
-    truth = pipe.vae.encode(_to_model(frames)).latent_dist.mode() * pipe.vae.config.scaling_factor
+    truth = pipe.vae.encode(to_model(frames)).latent_dist.mode() * pipe.vae.config.scaling_factor
     height, width = frames.shape[1:3]
     stage1 = encode_image(pipe, Image.fromarray(frames[0]), generator, height=height, width=width,
                           noise_aug_strength=AUG)

@@ -8,19 +8,19 @@
 >>> path = video.save("clip.mp4")                            # and clip.json, the full parameter record
 
 The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; results in `Video` and `Trace`;
-pictures in `svdkit.viz`, widgets in `svdkit.widgets`; grids of settings with `svdkit.sweep` (ranges, results and
-their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame with
-`svdkit.text_to_image`.
+pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal attention in `svdkit.attention`,
+widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids of settings with `svdkit.sweep`
+(ranges, results and their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame
+with `svdkit.text_to_image`.
 """
 
-__version__ = "0.1.0"
-
+from svdkit.version import __version__  # noqa: F401
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.trace import Trace
 from svdkit.video import Video, read_video, write_video
 from svdkit.sweeps import sweep
-from svdkit import metrics, sweeps, viz, widgets
+from svdkit import attention, latent_rgb, metrics, sampling, sweeps, viz, widgets
 from svdkit.text import text_to_image
 
 __all__ = [
@@ -36,4 +36,6 @@ __all__ = [
     "text_to_image",
     # modules: sweeps (ranges, results, views) and measurements, pictures, widgets
     "sweeps", "metrics", "viz", "widgets",
+    # modules: the stages by hand, latents as colours, temporal attention
+    "sampling", "latent_rgb", "attention",
 ]

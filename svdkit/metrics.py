@@ -115,14 +115,20 @@ def _pair(a, b) -> tuple[np.ndarray, np.ndarray]:
 
 
 def psnr(a, b) -> float:
-    """Peak signal-to-noise ratio of two uint8 images (H, W, 3), in dB; `PSNR_CAP` when they are identical.
+    """Peak signal-to-noise ratio of two uint8 images (H, W, 3), or clips (F, H, W, 3), of the same shape, in dB.
+
+    Identical inputs give `PSNR_CAP` (100.0), not infinity, and nothing is ever above it: tables, plots and JSON
+    stay plain numbers.
 
     >>> img = np.zeros((8, 8, 3), np.uint8)
     >>> psnr(img, img), round(psnr(img, img + 16), 2)
     (100.0, 24.05)
     """
-    a, b = _pair(a, b)
-    mse = float(np.mean((a - b) ** 2))
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim not in (3, 4) or a.shape[-1] != 3:
+        raise ValueError(f"psnr: a and b must both be (H, W, 3) images or (F, H, W, 3) clips of the same shape, "
+                         f"got {a.shape} and {b.shape}")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     if mse == 0:
         return PSNR_CAP
     return float(min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)))

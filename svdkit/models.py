@@ -16,21 +16,31 @@ To measure speed and memory without the download, build the real architecture wi
 ('random-tiny', True)
 >>> str(pipe.svdkit).endswith("RANDOM WEIGHTS")
 True
+
+Every svdkit model, the text-to-image ones of `svdkit.text` too, loads through `load_weights`: safetensors only,
+from a folder, the local cache, or the hub when it answers, with an error that says how to fetch what is missing.
+Loading says nothing a learner need not read: no progress bars for weights already on disk, no library
+warnings about arguments svdkit does not pass (`load_weights`), and not the note transformers prints when it
+falls back to the PIL version of an image processor because torchvision is not installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import logging
 import os
 import re
 import socket
 import urllib.parse
+import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["ModelSpec", "MODELS", "MEMORY_PRESETS", "load_pipeline"]
+__all__ = ["ModelSpec", "MODELS", "MEMORY_PRESETS", "load_pipeline", "load_weights", "resolve_device",
+           "resolve_dtype"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +116,8 @@ class LoadInfo:
         return text + (" RANDOM WEIGHTS" if self.weights != "pretrained" else "")
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda" when available, else "mps", else "cpu"; any other device string is returned as it is."""
     if device != "auto":
         return str(device)
     if torch.cuda.is_available():
@@ -120,7 +131,12 @@ _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat
            "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
-def _resolve_dtype(dtype, device: str) -> torch.dtype:
+def resolve_dtype(dtype, device: str) -> torch.dtype:
+    """A torch.dtype from "auto" (fp16 on CUDA, fp32 elsewhere), "fp16", "bf16", "fp32" (or long names) or a dtype.
+
+    >>> resolve_dtype("auto", "cpu"), resolve_dtype("bf16", "cuda")
+    (torch.float32, torch.bfloat16)
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -157,14 +173,99 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _weights_missing(model: str, repo_id: str, reason: str) -> OSError:
+def _weights_missing(model: str, repo_id: str, reason: str, kind: str, offline: str) -> OSError:
     return OSError(
-        f"The weights of model {model!r} ({repo_id}) are not in the local Hugging Face cache, and {reason}.\n"
+        f"The weights of {kind} {model!r} ({repo_id}) are not in the local Hugging Face cache, and {reason}.\n"
         f"Fetch them on a machine with network access:  hf download {repo_id}\n"
         f"(some Stability AI repos need you to accept their licence on the hub and log in first), then copy "
-        f"the cache here and point HF_HOME at it, or pass a local diffusers folder: load_pipeline('/path/to/folder').\n"
-        f"Offline, the bundled model always works: load_pipeline('toy')."
+        f"the cache here and point HF_HOME at it, or pass a local diffusers folder as the model.\n"
+        f"Offline, the bundled model always works: {offline}."
     )
+
+
+class _NoTorchvisionNote(logging.Filter):
+    """Drops transformers' note that an image processor falls back to its PIL version without torchvision.
+
+    diffusers' SVD pipeline module imports `CLIPImageProcessor` when it is imported, before any model loads, and
+    without torchvision transformers then hands out `CLIPImageProcessorPil` with that note (once per class).
+    The PIL processor is the one these pipelines use (the toy's model_index.json names it), so the note only
+    tells a learner about a library they need not install. Every other message passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed); falling back to" not in str(record.msg)
+
+
+def _drop_torchvision_note() -> None:
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _NoTorchvisionNote) for f in logger.filters):
+        logger.addFilter(_NoTorchvisionNote())
+
+
+_drop_torchvision_note()
+
+
+@contextlib.contextmanager
+def _quiet_loading(bars: bool = False):
+    """Loading without library chatter: diffusers' "Loading pipeline components" and transformers' "Loading
+    weights" bars off (unless `bars`: a download keeps them), then as they were; and without the hub's warning
+    that diffusers passes it a deprecated argument (`local_dir_use_symlinks`, on every hub id it loads).
+
+    (transformers' switch also turns the hub's download bars on and off, so their state is put back too.)
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    before = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled(),
+              hub_utils.are_progress_bars_disabled())
+    if not bars:
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated")
+            yield
+    finally:
+        if before[0]:
+            diffusers_logging.enable_progress_bar()
+        if before[1]:
+            transformers_logging.enable_progress_bar()
+        (hub_utils.disable_progress_bars if before[2] else hub_utils.enable_progress_bars)()
+
+
+def load_weights(cls, source: str, dtype: torch.dtype, *, model: str | None = None, kind: str = "model",
+                 offline: str = "load_pipeline('toy')"):
+    """`cls.from_pretrained(source)` from safetensors: a local folder, else the local cache, then the hub if it
+    answers within seconds (asked for fp16, the cache and the hub give their fp16 variant).
+
+    Args:
+      cls: a diffusers pipeline class (`StableVideoDiffusionPipeline`, `AutoPipelineForText2Image`, ...).
+      source: a local diffusers folder or a hub id.
+      dtype: the weights' dtype.
+      model, kind, offline: for the error when the weights are missing: the name the user asked for, what it
+        is ("model", "text-to-image model"), and the call that works offline.
+
+    Weights already on disk load without progress bars; a download shows the hub's. `HF_HUB_OFFLINE=1` is
+    honoured: missing weights then fail at once, with an error that says how to fetch them.
+    """
+    kwargs = dict(dtype=dtype, use_safetensors=True)
+    if Path(source).is_dir():
+        with _quiet_loading():
+            return cls.from_pretrained(source, **kwargs)
+    if dtype == torch.float16:
+        kwargs["variant"] = "fp16"
+    try:
+        with _quiet_loading():
+            return cls.from_pretrained(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError, EnvironmentError):
+        name = source if model is None else model
+        if _offline():
+            raise _weights_missing(name, source, "HF_HUB_OFFLINE is set", kind, offline) from None
+        if not _hub_reachable():
+            raise _weights_missing(name, source, "the hub cannot be reached", kind, offline) from None
+    with _quiet_loading(bars=True):
+        return cls.from_pretrained(source, **kwargs)
 
 
 def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", memory: str = "auto",
@@ -201,14 +302,14 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
     # 1. Resolve the name, device, dtype and memory preset (cheap checks first).
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(map(repr, WEIGHTS))}; got {weights!r}")
-    device = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     preset = _resolve_memory(memory, device)
     spec = MODELS.get(model)
 
     # 2. Get the weights: safetensors from a folder, the cache or the hub; or random ones, built on the device.
     if weights == "pretrained":
-        pipe = _from_pretrained(StableVideoDiffusionPipeline, model, _source(model, spec), torch_dtype)
+        pipe = load_weights(StableVideoDiffusionPipeline, _source(model, spec), torch_dtype, model=str(model))
     else:
         if spec is None or spec.repo_id == "toy":
             raise ValueError(f"weights={weights!r} builds an SVD architecture: model must be one of "
@@ -257,20 +358,3 @@ def _source(model: str, spec: ModelSpec | None) -> str:
         raise ValueError(f"model {source!r} is not a known name{hint}, a local diffusers folder or a hub id "
                          f"('owner/name'); known names: {', '.join(MODELS)}")
     return source
-
-
-def _from_pretrained(cls, model: str, source: str, torch_dtype: torch.dtype):
-    """Load from safetensors: a local folder, else the local cache first, then the hub if it answers quickly."""
-    kwargs = dict(torch_dtype=torch_dtype, use_safetensors=True)
-    if Path(source).is_dir():
-        return cls.from_pretrained(source, **kwargs)
-    if torch_dtype == torch.float16:
-        kwargs["variant"] = "fp16"
-    try:
-        return cls.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError, EnvironmentError):
-        if _offline():
-            raise _weights_missing(model, source, "HF_HUB_OFFLINE is set") from None
-        if not _hub_reachable():
-            raise _weights_missing(model, source, "the hub cannot be reached") from None
-        return cls.from_pretrained(source, **kwargs)

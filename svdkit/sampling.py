@@ -17,10 +17,18 @@ schedule, and let a hook inspect or change the latents after each step.
 >>> video = svdkit.generate(pipe, "data/example_0.png", seed=0, motion_bucket_id=200)
 >>> video.frames.shape
 (14, 64, 64, 3)
+
+Stages 1 and 2 also run by hand, piece by piece, to show what the VAE, CLIP and the UNet see:
+
+>>> from svdkit.sampling import encode_latents, noise_augment, preprocess
+>>> pixels = preprocess(pipe, "data/example_0.png")                  # (1, 3, H, W) in [-1, 1]
+>>> encode_latents(pipe, noise_augment(pixels, 0.02, seed=0)).shape  # generate()'s condition latents, seed 0
+torch.Size([1, 4, 8, 8])
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -34,8 +42,16 @@ import torch
 from svdkit.trace import Trace
 from svdkit.video import Video
 
-__all__ = ["generate", "guidance_schedule", "load_image", "decode_latents", "encode_image", "condition",
-           "denoise", "set_schedule", "initial_noise", "Condition", "GENERATE_PARAMS", "STEP_TENSORS"]
+__all__ = [
+    # the whole loop, and its inputs
+    "generate", "guidance_schedule", "load_image", "check_params", "GENERATE_PARAMS", "STEP_TENSORS",
+    # the four stages
+    "encode_image", "condition", "Condition", "set_schedule", "initial_noise", "denoise", "unet_prediction",
+    "decode_latents",
+    # stages 1 and 2 by hand: what the VAE, CLIP and the UNet see
+    "preprocess", "noise_augment", "encode_latents", "decode_image", "clip_input", "clip_embedding", "unet_input",
+    "upcast_vae",
+]
 
 # The pipeline parameters `generate()` accepts as keywords.
 GENERATE_PARAMS = ("height", "width", "num_frames", "num_inference_steps", "min_guidance_scale",
@@ -93,7 +109,8 @@ def load_image(image):
             a = (a * 255).round().astype(np.uint8)
         image = Image.fromarray(a)
     if not isinstance(image, Image.Image):
-        raise TypeError(f"image must be a PIL image, a path, a numpy array or a torch tensor, got {type(image).__name__}")
+        raise TypeError(f"image must be a PIL image, a path, a numpy array or a torch tensor, "
+                        f"got {type(image).__name__}")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image must have at least one pixel, got a {image.width}x{image.height} image")
     if image.mode != "RGB":
@@ -123,7 +140,8 @@ def guidance_schedule(kind="linear", num_frames: int = 14, min_scale: float = 1.
         raise ValueError(f"guidance must be one of {GUIDANCE_KINDS} or a sequence of num_frames numbers, got {kind!r}")
     values = torch.as_tensor(np.asarray(kind, dtype=np.float32))
     if values.ndim != 1 or len(values) != num_frames:
-        raise ValueError(f"guidance: a schedule needs exactly num_frames={num_frames} values, got shape {tuple(values.shape)}")
+        raise ValueError(f"guidance: a schedule needs exactly num_frames={num_frames} values, "
+                         f"got shape {tuple(values.shape)}")
     if not torch.isfinite(values).all() or (values < 0).any():
         raise ValueError("guidance: every scale must be finite and >= 0")
     return values.float()
@@ -194,7 +212,8 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -
     if dcs is not None and (not isinstance(dcs, (int, np.integer)) or dcs < 1):
         raise ValueError(f"decode_chunk_size must be an integer >= 1 (frames decoded at once), got {dcs!r}")
     if not isinstance(p["noise_aug_strength"], (int, float)) or not p["noise_aug_strength"] >= 0:
-        raise ValueError(f"noise_aug_strength must be a number >= 0 (SVD uses 0.0-0.1), got {p['noise_aug_strength']!r}")
+        raise ValueError(f"noise_aug_strength must be a number >= 0 (SVD uses 0.0-0.1), "
+                         f"got {p['noise_aug_strength']!r}")
     for name in ("min_guidance_scale", "max_guidance_scale"):
         if not isinstance(p[name], (int, float)) or not math.isfinite(p[name]) or p[name] < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {p[name]!r}")
@@ -222,7 +241,7 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -
 def _record(pipe, seed, p, guidance, sigmas) -> dict:
     info = getattr(pipe, "svdkit", None)
     import diffusers
-    from svdkit import __version__
+    from svdkit.version import __version__
     versions = {"svdkit": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}
     rec = {"model": info.model if info else str(pipe.name_or_path or "unknown"), "seed": seed}
     rec.update({k: v for k, v in p.items() if k != "guidance"})
@@ -275,15 +294,10 @@ def encode_image(pipe, image, generator: torch.Generator, *, height: int, width:
     pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device)  # (1, 3, H, W)
     noise = _randn(pixels.shape, generator, device, pixels.dtype)
     noisy_image = pixels + noise_aug_strength * noise
-    upcast = pipe.vae.dtype == torch.float16 and pipe.vae.config.force_upcast
-    if upcast:
-        pipe.vae.to(dtype=torch.float32)
     # Its latents are NOT multiplied by the VAE scaling factor (unlike the frames' latents).
-    image_latents = pipe.vae.encode(noisy_image.to(pipe.vae.dtype)).latent_dist.mode()  # (1, 4, h, w)
-    image_latents = image_latents.to(image_embeddings.dtype)
-    if upcast:
-        pipe.vae.to(dtype=torch.float16)
-    return image_embeddings, noisy_image, image_latents
+    with upcast_vae(pipe.vae):
+        image_latents = pipe.vae.encode(noisy_image.to(pipe.vae.dtype)).latent_dist.mode()  # (1, 4, h, w)
+    return image_embeddings, noisy_image, image_latents.to(image_embeddings.dtype)
 
 
 def condition(image_embeddings, noisy_image, image_latents, *, fps, motion_bucket_id, noise_aug_strength):
@@ -296,34 +310,21 @@ def condition(image_embeddings, noisy_image, image_latents, *, fps, motion_bucke
     return Condition(image_embeddings, image_latents, noisy_image, added_time_ids)
 
 
-def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor, *, capture=False,
-            on_step: Callable | None = None, progress: bool = False, skip_uncond: bool = False,
-            cache_interval: int = 1):
+def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor, *, predict: Callable | None = None,
+            capture=False, on_step: Callable | None = None, progress: bool = False):
     """Stage 3, denoise the stack of frames together: one Euler step per noise level of `pipe.scheduler`.
 
     latents (B, F, 4, h, w) start as pure noise (already multiplied by init_noise_sigma); guidance (B, F) is each
-    frame's classifier-free guidance scale. The scheduler's timesteps must already be set. Returns
+    frame's classifier-free guidance scale. The scheduler's timesteps must already be set. `predict` gives the
+    UNet's outputs at a step, `predict(pipe, x_t, t, cond, guided=..., step=i) -> (uncond, cond)`: by default
+    `unet_prediction`; `svdkit.speed.fast_prediction` makes approximate, faster ones. Returns
     (latents, steps_run, record) where record holds per-step tensors when capturing, each (steps, B, F, 4, h, w).
-    `skip_uncond` and `cache_interval` are the approximate speed-ups of `generate()` (off by default).
     """
-    from svdkit.speed import StepCache
-
+    predict = unet_prediction if predict is None else predict
     scheduler = pipe.scheduler
     B, F = latents.shape[:2]
-    do_cfg = bool(guidance.max() > 1)  # the unconditional pass is only needed when some frame is guided
-    image_latents = cond.image_latents.unsqueeze(1).repeat(1, F, 1, 1, 1)  # (B, F, 4, h, w): same every frame
-    if do_cfg:  # rows [0, B) unconditional (zero embedding, zero image latents), rows [B, 2B) conditional
-        embeddings_in = torch.cat([torch.zeros_like(cond.image_embeddings), cond.image_embeddings])
-        image_in = torch.cat([torch.zeros_like(image_latents), image_latents])
-        time_ids_in = torch.cat([cond.added_time_ids, cond.added_time_ids])
-    else:
-        embeddings_in, image_in, time_ids_in = cond.image_embeddings, image_latents, cond.added_time_ids
+    guided = bool(guidance.max() > 1)  # the unconditional pass is only needed when some frame is guided
     scale = guidance.to(latents.device, latents.dtype).view(B, F, 1, 1, 1)
-    # Speed-ups, both approximate: the unconditional pass on the frames that use it only (scale != 1), and
-    # the UNet's deep features recomputed every `cache_interval` steps only.
-    needs_uncond = (guidance != 1).any(0).to(latents.device)  # (F,)
-    split = do_cfg and skip_uncond and not bool(needs_uncond.all())
-    unet = StepCache(pipe.unet, cache_interval)
     keep = torch.float16 if capture == "fp16" else torch.float32
     record = {k: [] for k in ("x_t", "x0", "cond", "uncond")}
     timesteps = scheduler.timesteps
@@ -333,15 +334,8 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
         timesteps = tqdm(timesteps, desc="denoising", unit="step")
     for i, t in enumerate(timesteps):
         x_t = latents  # (B, F, 4, h, w)
-        if split:
-            uncond, cond_out = _cfg_on_frames(unet, scheduler, x_t, t, i, cond, image_latents, needs_uncond)
-        else:
-            model_in = torch.cat([x_t] * 2) if do_cfg else x_t
-            model_in = scheduler.scale_model_input(model_in, t)  # x / sqrt(sigma^2 + 1)
-            model_in = torch.cat([model_in, image_in], dim=2)  # (2B, F, 8, h, w): 4 noisy + 4 image channels
-            out = unet(model_in, t, embeddings_in, time_ids_in, step=i)  # (2B, F, 4, h, w): v-prediction
-            uncond, cond_out = out.chunk(2) if do_cfg else (None, out)
-        noise_pred = uncond + scale * (cond_out - uncond) if do_cfg else cond_out
+        uncond, cond_out = predict(pipe, x_t, t, cond, guided=guided, step=i)  # v-predictions, (B, F, 4, h, w)
+        noise_pred = uncond + scale * (cond_out - uncond) if guided else cond_out  # each frame its own scale
         step = scheduler.step(noise_pred, t, x_t)
         latents, x0 = step.prev_sample, step.pred_original_sample
         steps_run = i + 1
@@ -349,7 +343,7 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
             record["x_t"].append(x_t.to("cpu", keep))
             record["x0"].append(x0.to("cpu", keep))
             record["cond"].append(cond_out.to("cpu", keep))
-            if do_cfg:
+            if guided:
                 record["uncond"].append(uncond.to("cpu", keep))
         if on_step is not None:
             result = on_step(pipe, i, t, {"latents": latents, "x0": x0, "noise_pred": noise_pred}) or {}
@@ -359,22 +353,32 @@ def denoise(pipe, latents: torch.Tensor, cond: Condition, guidance: torch.Tensor
     return latents, steps_run, {k: torch.stack(v) for k, v in record.items() if v}
 
 
-def _cfg_on_frames(unet, scheduler, x_t, t, step, cond: Condition, image_latents, frames):
-    """`skip_uncond`: the conditional pass on every frame, the unconditional pass on `frames` (F,) only.
+def unet_prediction(pipe, x_t: torch.Tensor, t, cond: Condition, *, guided: bool, step: int = 0,
+                    unet: Callable | None = None):
+    """The UNet's v-prediction for every frame at one step: with the image, and without it when `guided`.
 
-    A frame with guidance scale 1 uses only the conditional prediction (uncond + 1 * (cond - uncond)), so its
-    unconditional prediction is set to the conditional one. This is NOT exact for the other frames: the UNet's
-    temporal layers mix frames, so their unconditional prediction changes when a frame leaves that video.
-    Returns (uncond, cond), each (B, F, 4, h, w).
+    x_t (B, F, 4, h, w). Each frame enters with 8 channels: its noisy latents scaled by 1/sqrt(sigma^2 + 1) and
+    the image latents, the same in every frame. With guidance both passes run as one batch of 2B videos: rows
+    [0, B) see a zero embedding and zero image latents (unconditional), rows [B, 2B) the image. Returns
+    (uncond, cond), each (B, F, 4, h, w); uncond is None when not guided. `unet(sample, t, embeddings,
+    added_time_ids)` stands in for the pipeline's UNet when given; `step` is for predictions that need it.
     """
-    cond_in = torch.cat([scheduler.scale_model_input(x_t, t), image_latents], dim=2)  # (B, F, 8, h, w)
-    cond_out = unet(cond_in, t, cond.image_embeddings, cond.added_time_ids, step=step, key="cond")
-    uncond_in = torch.cat([scheduler.scale_model_input(x_t[:, frames], t), torch.zeros_like(image_latents[:, frames])],
-                          dim=2)  # (B, F', 8, h, w): zero image latents, and a zero embedding below
-    uncond = cond_out.clone()
-    uncond[:, frames] = unet(uncond_in, t, torch.zeros_like(cond.image_embeddings), cond.added_time_ids,
-                             step=step, key="uncond")
-    return uncond, cond_out
+    F = x_t.shape[1]
+    image_latents = cond.image_latents.unsqueeze(1).repeat(1, F, 1, 1, 1)  # (B, F, 4, h, w): same every frame
+    embeddings, time_ids = cond.image_embeddings, cond.added_time_ids  # (B, 1, D), (B, 3)
+    if guided:
+        x_t = torch.cat([x_t] * 2)
+        image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
+        embeddings = torch.cat([torch.zeros_like(embeddings), embeddings])
+        time_ids = torch.cat([time_ids, time_ids])
+    model_in = pipe.scheduler.scale_model_input(x_t, t)  # x / sqrt(sigma^2 + 1)
+    model_in = torch.cat([model_in, image_latents], dim=2)  # (2B, F, 8, h, w): 4 noisy + 4 image channels
+    if unet is None:
+        out = pipe.unet(model_in, t, encoder_hidden_states=embeddings, added_time_ids=time_ids,
+                        return_dict=False)[0]
+    else:
+        out = unet(model_in, t, embeddings, time_ids)
+    return out.chunk(2) if guided else (None, out)
 
 
 def set_schedule(pipe, num_inference_steps: int, sigmas=None):
@@ -416,6 +420,7 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
         batched UNet call in two. (When no frame is guided, the unconditional pass is skipped exactly, always.)
       cache_interval: N > 1 runs the full UNet every N steps only, and in between reuses its deep features
         (step caching in the spirit of DeepCache; see `svdkit.speed.StepCache`). Faster, approximate.
+        Both speed-ups come from `svdkit.speed.fast_prediction`.
       **params: height, width, num_frames, num_inference_steps, min_guidance_scale, max_guidance_scale, fps,
         motion_bucket_id, noise_aug_strength, decode_chunk_size — as in the diffusers pipeline.
 
@@ -445,9 +450,13 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance.
     set_schedule(pipe, p["num_inference_steps"], sigmas)
     latents = initial_noise(pipe, generator, F, H, W, embeddings.dtype)  # (1, F, 4, h, w)
-    latents, steps_run, rec = denoise(pipe, latents, cond, p["guidance"].unsqueeze(0), capture=capture,
-                                      on_step=on_step, progress=progress, skip_uncond=skip_uncond,
-                                      cache_interval=cache_interval)
+    scales = p["guidance"].unsqueeze(0)  # (1, F)
+    predict = unet_prediction
+    if skip_uncond or cache_interval > 1:  # the approximate speed-ups plug in here
+        from svdkit.speed import fast_prediction
+        predict = fast_prediction(unet_prediction, scales, skip_uncond=skip_uncond, cache_interval=cache_interval)
+    latents, steps_run, rec = denoise(pipe, latents, cond, scales, predict=predict, capture=capture,
+                                      on_step=on_step, progress=progress)
 
     # 4. Decode the latents to frames with the temporal VAE decoder.
     frames = decode_latents(pipe, latents, p["decode_chunk_size"] or F)
@@ -502,3 +511,102 @@ def decode_latents(pipe, latents: torch.Tensor, decode_chunk_size: int | None = 
     # (B, 3, F, H, W) in [-1, 1] -> (F, H, W, 3) uint8, rounded as diffusers' PIL output is
     arr = pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
     return (arr * 255).round().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stages 1 and 2 by hand: what the VAE, CLIP and the UNet see, one piece at a time.
+# Layouts: an image for the VAE (1, 3, H, W) in [-1, 1]; its latents (1, 4, H/8, W/8), NOT scaled.
+
+
+@contextlib.contextmanager
+def upcast_vae(vae):
+    """Run a half-precision VAE that asks for it (`config.force_upcast`) in float32, as the pipeline does."""
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    try:
+        yield
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+
+
+@torch.no_grad()
+def preprocess(pipe, image, height: int | None = None, width: int | None = None) -> torch.Tensor:
+    """The image as the VAE sees it: resized to the output size and mapped to [-1, 1]; (1, 3, H, W) float32.
+
+    Height and width default to the ones `generate()` uses for this pipeline.
+    """
+    size = _defaults(pipe)
+    pixels = pipe.video_processor.preprocess(load_image(image), height=height or size["height"],
+                                             width=width or size["width"])
+    return pixels.to("cpu", torch.float32)
+
+
+def noise_augment(pixels: torch.Tensor, strength: float, seed: int = 0) -> torch.Tensor:
+    """`pixels + strength * noise`, with the same noise `generate(seed=seed)` draws first.
+
+    So `noise_augment(preprocess(pipe, image), 0.02, seed)` equals `trace.noisy_image` of that run.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    noise = _randn(tuple(pixels.shape), generator, "cpu", torch.float32)
+    return pixels.to("cpu", torch.float32) + strength * noise
+
+
+@torch.no_grad()
+def encode_latents(pipe, pixels: torch.Tensor) -> torch.Tensor:
+    """The VAE encoder's latents of pixels (B, 3, H, W) in [-1, 1]: (B, 4, H/8, W/8), float32 on the CPU.
+
+    The mode of the latent distribution, NOT multiplied by the scaling factor: exactly what SVD concatenates
+    to every frame's noisy latents.
+    """
+    vae = pipe.vae
+    with upcast_vae(vae):
+        z = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    return z.to("cpu", torch.float32)
+
+
+@torch.no_grad()
+def decode_image(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Decode unscaled latents (B, 4, h, w) back to pixels (B, 3, H, W) in about [-1, 1], each as a 1-frame clip."""
+    vae = pipe.vae
+    with upcast_vae(vae):
+        x = vae.decode(latents.to(vae.device, vae.dtype), num_frames=latents.shape[0]).sample
+    return x.to("cpu", torch.float32)
+
+
+def clip_input(pipe, image) -> np.ndarray:
+    """What CLIP sees: the image resized to 224 x 224 with anti-aliasing, as the SVD pipeline does; uint8 (224, 224, 3).
+
+    (CLIP then normalises it with its own mean and standard deviation.)
+    """
+    from svdkit.video import to_uint8
+
+    image = load_image(image)
+    try:
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
+            _resize_with_antialiasing
+    except ImportError:  # a diffusers without the helper: PIL's bicubic resize is close
+        from PIL import Image
+        return np.asarray(image.resize((224, 224), Image.BICUBIC))
+    x = torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1)[None]  # (1, 3, H, W) in [0, 1]
+    x = _resize_with_antialiasing(x * 2 - 1, (224, 224))
+    return to_uint8(x)[0]
+
+
+@torch.no_grad()
+def clip_embedding(pipe, image) -> torch.Tensor:
+    """The CLIP image embedding SVD conditions on: (1, 1, D), float32 on the CPU."""
+    return pipe._encode_image(load_image(image), pipe._execution_device, 1, False).to("cpu", torch.float32)
+
+
+def unet_input(trace, step: int = 0) -> torch.Tensor:
+    """The conditional UNet input at one step of a trace: (F, 8, h, w).
+
+    Channels 0-3: that step's noisy latents scaled by 1/sqrt(sigma^2 + 1); channels 4-7: the image latents,
+    the same in every frame.
+    """
+    sigma = float(trace.sigmas[step])
+    noisy = trace.x_t[step].float() / math.sqrt(sigma**2 + 1)  # (F, 4, h, w)
+    image = trace.image_latents[0].float().expand(noisy.shape[0], -1, -1, -1)  # (F, 4, h, w)
+    return torch.cat([noisy, image], dim=1)

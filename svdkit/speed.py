@@ -1,4 +1,4 @@
-"""Speed and memory at real size: SVD's real architecture with random weights, FLOP counts, step caching.
+"""Speed: SVD's real architecture with random weights, FLOP counts, and the approximate speed-ups of the loop.
 
 Timing and memory depend on the architecture and the input size, not on what the weights learned. So svdkit
 can measure real SVD without downloading it: `build_random_pipeline` builds the real-size networks (the
@@ -17,19 +17,35 @@ True
 >>> round(flops["unet"] / 1e12)                                # one UNet call: 2 x 25 frames (guidance on)
 160
 
-`StepCache` runs the UNet with step caching, in the spirit of DeepCache: on a full step it keeps the features
-that enter the UNet's last (highest-resolution) up block; on the steps between, it recomputes only the
-first down block and the last up block around them. `generate(..., cache_interval=N)` uses it.
+The sampling loop (`svdkit.sampling.denoise`) asks a `predict` function for the UNet's outputs at each step;
+its plain default is `svdkit.sampling.unet_prediction`. `fast_prediction` makes faster, approximate ones, which
+`generate(..., cache_interval=N, skip_uncond=True)` plugs in:
+
+* `StepCache` runs the UNet with step caching, in the spirit of DeepCache: on a full step it keeps the
+  features that enter the UNet's last (highest-resolution) up block; on the steps between, it recomputes only
+  the first down block and the last up block around them.
+* `skip_uncond` runs the unconditional pass only on the frames whose guidance scale is not 1.
+
+>>> from svdkit import sampling
+>>> from svdkit.speed import fast_prediction
+>>> predict = fast_prediction(sampling.unet_prediction, sampling.guidance_schedule("linear", 14)[None],
+...                           cache_interval=2)   # then: sampling.denoise(pipe, latents, cond, scales, predict=predict)
+>>> predict.cache_interval, predict.skip_uncond
+(2, False)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import numbers
+from typing import Callable
 
 import torch
 
-__all__ = ["build_random_pipeline", "count_flops", "compile_pipeline", "to_channels_last", "StepCache",
-           "ARCHITECTURES"]
+__all__ = ["build_random_pipeline", "count_flops", "compile_pipeline", "to_channels_last", "fast_prediction",
+           "FastPrediction", "StepCache", "ARCHITECTURES"]
 
 # The architectures `build_random_pipeline` knows. "real" is SVD's own (the configs of the
 # stabilityai/stable-video-diffusion-img2vid(-xt) repos, which differ only in num_frames); "tiny" keeps the
@@ -189,6 +205,11 @@ def _unet_forward(unet, sample, timestep, encoder_hidden_states, added_time_ids,
     return h.reshape(B, F, *h.shape[1:]), deep
 
 
+def _check_interval(interval) -> None:
+    if not isinstance(interval, numbers.Integral) or isinstance(interval, bool) or interval < 1:
+        raise ValueError(f"cache_interval must be an integer >= 1 (1: no caching), got {interval!r}")
+
+
 class StepCache:
     """Calls the UNet, recomputing its deep features only every `interval` steps.
 
@@ -200,9 +221,8 @@ class StepCache:
     """
 
     def __init__(self, unet, interval: int = 1):
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise ValueError(f"cache_interval must be an integer >= 1 (1: no caching), got {interval!r}")
-        self.unet, self.interval = unet, interval
+        _check_interval(interval)
+        self.unet, self.interval = unet, int(interval)
         self.deep: dict = {}
         self.calls = {"full": 0, "shallow": 0}
 
@@ -216,6 +236,59 @@ class StepCache:
         out, self.deep[key] = _unet_forward(self.unet, sample, timestep, encoder_hidden_states, added_time_ids,
                                             deep=None if full else self.deep[key])
         return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Predictions for the sampling loop
+
+
+def fast_prediction(plain: Callable, guidance: torch.Tensor, *, skip_uncond: bool = False,
+                    cache_interval: int = 1) -> "FastPrediction":
+    """A `predict` function for `svdkit.sampling.denoise` with the approximate speed-ups of `generate()`.
+
+    Args:
+      plain: the plain prediction it builds on, `svdkit.sampling.unet_prediction`.
+      guidance: (B, F) the guidance scale of each frame of each video, as `denoise` gets it.
+      skip_uncond: run the unconditional pass only on the frames whose scale is not 1 (see `FastPrediction`).
+      cache_interval: run the full UNet every `cache_interval` steps only (`StepCache`); 1: always.
+    """
+    return FastPrediction(plain, torch.as_tensor(guidance), skip_uncond=bool(skip_uncond),
+                          cache_interval=cache_interval)
+
+
+class FastPrediction:
+    """The UNet's outputs at one step, faster and approximate: `predict(pipe, x_t, t, cond, guided=, step=)`.
+
+    With `skip_uncond`, the conditional pass runs on every frame and the unconditional pass only on the frames
+    whose guidance scale is not 1: a frame with scale 1 uses only the conditional prediction
+    (uncond + 1 * (cond - uncond)), so its unconditional prediction is set to the conditional one. That is NOT
+    exact for the other frames: the UNet's temporal layers mix frames, so their unconditional prediction changes
+    when a frame leaves that video. When every frame, or none, is guided there is nothing to skip, and the one
+    batched call of the plain prediction runs. Every UNet call goes through one `StepCache`.
+    """
+
+    def __init__(self, plain: Callable, guidance: torch.Tensor, *, skip_uncond: bool = False,
+                 cache_interval: int = 1):
+        _check_interval(cache_interval)
+        self.plain, self.skip_uncond, self.cache_interval = plain, skip_uncond, int(cache_interval)
+        self.frames = (guidance != 1).any(0)  # (F,): the frames that use the unconditional prediction
+        self.cache: StepCache | None = None  # made at the first call, around that pipeline's UNet
+
+    def __call__(self, pipe, x_t: torch.Tensor, t, cond, *, guided: bool, step: int):
+        if self.cache is None or self.cache.unet is not pipe.unet:
+            self.cache = StepCache(pipe.unet, self.cache_interval)
+        unet = functools.partial(self.cache, step=step)
+        frames = self.frames.to(x_t.device)
+        if not (guided and self.skip_uncond) or bool(frames.all()):
+            return self.plain(pipe, x_t, t, cond, guided=guided, unet=unet)
+        _, cond_out = self.plain(pipe, x_t, t, cond, guided=False, unet=functools.partial(unet, key="cond"))
+        # The unconditional pass on `frames` only: zero embedding, zero image latents.
+        blank = dataclasses.replace(cond, image_embeddings=torch.zeros_like(cond.image_embeddings),
+                                    image_latents=torch.zeros_like(cond.image_latents))
+        _, some = self.plain(pipe, x_t[:, frames], t, blank, guided=False, unet=functools.partial(unet, key="uncond"))
+        uncond = cond_out.clone()
+        uncond[:, frames] = some
+        return uncond, cond_out
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svdkit.models import MODELS, _hub_reachable, _offline, _resolve_device, _resolve_dtype
+from svdkit.models import MODELS, load_weights, resolve_device, resolve_dtype
+from svdkit.sampling import load_image
+from svdkit.toy import TEXT_MODEL_PATH
 
 __all__ = [
     # the models
@@ -113,15 +115,6 @@ def _check_model(name: str, model) -> None:
 # Loading
 
 
-def _weights_missing(model: str, repo_id: str, reason: str) -> OSError:
-    return OSError(
-        f"The weights of text-to-image model {model!r} ({repo_id}) are not in the local Hugging Face cache, and "
-        f"{reason}.\nFetch them on a machine with network access:  hf download {repo_id}\n"
-        f"then copy the cache here and point HF_HOME at it, or pass a local diffusers folder as the model.\n"
-        f"Offline, the bundled model always works: text_to_image(prompt, model='toy')."
-    )
-
-
 def load_text_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto"):
     """Load a text-to-image model with diffusers' `AutoPipelineForText2Image`.
 
@@ -130,8 +123,9 @@ def load_text_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto"
       device: "auto" (cuda, then mps, then cpu), or a torch device string.
       dtype: "auto" (fp16 on CUDA, fp32 elsewhere), "fp16", "bf16", "fp32" or a torch.dtype.
 
-    Weights load from safetensors only (the fp16 variant on CUDA). When they are neither cached nor reachable,
-    this fails within seconds with an error that says how to fetch them; `HF_HUB_OFFLINE=1` is honoured.
+    Weights load from safetensors only (the fp16 variant on CUDA), through `svdkit.models.load_weights`: when
+    they are neither cached nor reachable, this fails within seconds with an error that says how to fetch them;
+    `HF_HUB_OFFLINE=1` is honoured.
 
     >>> type(load_text_pipeline("toy")).__name__
     'StableDiffusionPipeline'
@@ -139,36 +133,21 @@ def load_text_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto"
     from diffusers import AutoPipelineForText2Image
 
     _check_model("model", model)
-    device = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     spec = TEXT_MODELS.get(model)
     if spec is not None and spec.repo_id == "toy":
-        from svdkit.toy.train_text import TEXT_MODEL_PATH
         source = str(TEXT_MODEL_PATH)
         if not (TEXT_MODEL_PATH / "model_index.json").is_file():
             raise FileNotFoundError(f"The bundled toy text-to-image model is missing from {TEXT_MODEL_PATH}; "
                                     "rebuild it with `python -m svdkit.toy.train_text`.")
     else:
         source = spec.repo_id if spec is not None else str(model)
-    is_local = Path(source).is_dir()
-    if not is_local and Path(source).exists():
+    if not Path(source).is_dir() and Path(source).exists():
         raise ValueError(f"model must be a diffusers folder, a hub id or one of {list(TEXT_MODELS)}; "
                          f"got file {source!r}")
-
-    kwargs = dict(torch_dtype=torch_dtype, use_safetensors=True)
-    if not is_local and torch_dtype == torch.float16:
-        kwargs["variant"] = "fp16"
-    if is_local:
-        pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
-    else:
-        try:
-            pipe = AutoPipelineForText2Image.from_pretrained(source, local_files_only=True, **kwargs)
-        except (OSError, ValueError, EnvironmentError):
-            if _offline():
-                raise _weights_missing(model, source, "HF_HUB_OFFLINE is set") from None
-            if not _hub_reachable():
-                raise _weights_missing(model, source, "the hub cannot be reached") from None
-            pipe = AutoPipelineForText2Image.from_pretrained(source, **kwargs)
+    pipe = load_weights(AutoPipelineForText2Image, source, dtype, model=model, kind="text-to-image model",
+                        offline="text_to_image(prompt, model='toy')")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -192,8 +171,6 @@ def fit_image(image, height: int, width: int):
     (1024, 576)
     """
     from PIL import Image
-
-    from svdkit.sampling import load_image
 
     _check_size("height", height, optional=False)
     _check_size("width", width, optional=False)
@@ -247,7 +224,7 @@ def text_to_image(prompt: str, model="toy", *, seed: int = 0, height: int | None
     # 2. The model, and the sizes: the model's own, and the video model's.
     if isinstance(model, str):
         spec = TEXT_MODELS.get(model)
-        device = _resolve_device(device)
+        device = resolve_device(device)
         pipe = _cached("text", (model, device), lambda: load_text_pipeline(model, device=device))
     else:
         spec, pipe = None, model
@@ -270,7 +247,6 @@ def _video_spec(spec: TextModelSpec | None, pipe):
     """The `svdkit.MODELS` row whose resolution a text model's images are fitted to by default."""
     if spec is not None:
         return MODELS[spec.video_model]
-    from svdkit.toy.train_text import TEXT_MODEL_PATH
     source = str(getattr(pipe, "name_or_path", "") or "")
     is_toy = bool(source) and Path(source).is_dir() and Path(source).resolve() == TEXT_MODEL_PATH.resolve()
     return MODELS["toy" if is_toy else "svd"]
@@ -342,7 +318,7 @@ def prompt_to_video(prompt: str, *, text_model="toy", video_model="toy", seed: i
 
     # 3. The clip.
     if isinstance(video_model, str):
-        device = _resolve_device(device)
+        device = resolve_device(device)
         pipe = _cached("video", (video_model, device), lambda: load_pipeline(video_model, device=device))
     else:
         pipe = video_model
@@ -402,7 +378,6 @@ def find_objects(image, *, max_distance: float = 90.0, min_area: int = 12) -> li
     """
     import cv2
 
-    from svdkit.sampling import load_image
     from svdkit.toy.world import PALETTE
 
     img = np.asarray(load_image(image), dtype=np.float32)  # (H, W, 3)

@@ -1,13 +1,18 @@
-"""`Video`, the result of `generate()`, and reading and writing clips.
+"""`Video`, the result of `generate()`, reading and writing clips, and the two pixel layouts.
 
 Frames are uint8 arrays laid out (F, H, W, 3). Video files go through mediapy; when no `ffmpeg` is on the
-PATH, the binary bundled with imageio-ffmpeg is used.
+PATH, the binary bundled with imageio-ffmpeg is used. The models see pixels the other way round: floats
+(..., 3, H, W) in [-1, 1]. `to_model` and `to_uint8` convert between the two, and nothing else does.
 
 >>> import numpy as np, svdkit
 >>> clip = svdkit.Video(frames=np.zeros((14, 64, 64, 3), np.uint8), fps=7)
 >>> path = clip.save("/tmp/black.mp4")          # also writes /tmp/black.json, the parameter record
 >>> svdkit.read_video(path).frames.shape
 (14, 64, 64, 3)
+>>> from svdkit.video import to_model, to_uint8
+>>> pixels = to_model(clip.frames)                 # (F, 3, H, W) floats in [-1, 1]
+>>> tuple(pixels.shape), float(pixels.min()), bool((to_uint8(pixels) == clip.frames).all())
+((14, 3, 64, 64), -1.0, True)
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from svdkit.files import atomic_write
 
-__all__ = ["Video", "read_video", "write_video"]
+__all__ = ["Video", "read_video", "write_video", "to_model", "to_uint8"]
 
 
 @functools.cache
@@ -137,3 +143,20 @@ class Video:
         with atomic_write(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps({**self.params, "playback_fps": self.fps}, indent=2, default=str))
         return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pixels as the models see them
+
+
+def to_model(frames) -> torch.Tensor:
+    """uint8 frames (..., H, W, 3) -> float32 pixels (..., 3, H, W) in [-1, 1], the VAE's range."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return x.movedim(-1, -3)
+
+
+def to_uint8(pixels) -> np.ndarray:
+    """Pixels in [-1, 1], (..., 3, H, W), to uint8 frames (..., H, W, 3): clamped, then rounded."""
+    x = torch.as_tensor(pixels).detach().to("cpu", torch.float32)
+    x = ((x + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.movedim(-3, -1).numpy()

@@ -9,10 +9,16 @@ Each widget is built by one function that returns its box; what it shows comes f
 >>> from svdkit import viz, widgets
 >>> pipe = svdkit.load_pipeline("toy")
 >>> video = svdkit.generate(pipe, viz.example_image(), num_inference_steps=8, capture=True)
->>> box = widgets.trace_scrubber(video.trace, model=pipe)   # display(box) in a notebook
->>> box.controls["step"].value = 3                          # what moving the slider does
+>>> box = widgets.trace_scrubber(video.trace, model=pipe)   # display(box) in a notebook  # doctest: +SKIP
+>>> box.controls["step"].value = 3                          # what moving the slider does  # doctest: +SKIP
 >>> box.figure                                              # the figure now shown  # doctest: +SKIP
 <Figure size 1000x230 with 6 Axes>
+>>> fig = widgets.render_trace_view(video.trace, step=3, model=pipe)   # the same figure, with no widget
+>>> len(fig.axes)                                           # 4 channels, their colour bar, the RGB preview
+6
+
+(Outside a notebook kernel, building a widget prints a terminal "clear line" code, from ipywidgets: hence the
+skipped lines above.)
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import functools
 
 import numpy as np
 
-from svdkit import viz
+from svdkit import sampling, viz
+from svdkit.latent_rgb import preview
+from svdkit.video import to_uint8
 
 __all__ = ["render_trace_view", "trace_scrubber", "render_noise_augmentation", "noise_augmentation_slider"]
 
@@ -66,19 +74,19 @@ def render_trace_view(trace, step: int = 0, frame: int = 0, quantity: str = "x0"
     quantity: one of `viz.QUANTITIES` ("x_t", "x0", "cond", "uncond", "delta"). Uses only the trace: no model work.
     """
     z = viz.trace_quantity(trace, quantity)[step, frame].numpy()  # (4, h, w)
-    colours = viz.preview(z, model)  # (h, w, 3)
+    colours = preview(z, model)  # (h, w, 3)
     vmax = float(np.abs(z).max()) or 1.0
     C = z.shape[0]
-    fig = viz._figure(2.0 * (C + 1) + 0.8, 2.4)
+    fig = viz.figure(2.0 * (C + 1) + 0.8, 2.4)
     axes = fig.subplots(1, C + 1)
     for c in range(C):
         im = axes[c].imshow(z[c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         axes[c].set_title(f"channel {c}", fontsize=8)
-        viz._off(axes[c])
+        viz.hide_ticks(axes[c])
     fig.colorbar(im, ax=axes[:C].tolist(), shrink=0.8)
     axes[C].imshow(colours, interpolation="nearest")
     axes[C].set_title("RGB preview", fontsize=8)
-    viz._off(axes[C])
+    viz.hide_ticks(axes[C])
     sigma = float(trace.sigmas[step])
     fig.suptitle(f"{viz.QUANTITIES[quantity]}: step {step} (σ={sigma:.3g}), frame {frame}", fontsize=9)
     return fig
@@ -112,21 +120,21 @@ def render_noise_augmentation(pipe, image, strength: float = 0.02, seed: int = 0
     """The image with noise augmentation at `strength` (the noise `generate(seed=seed)` would add), and the four
     channels of its VAE latents on one colour scale (default: fixed by the clean image's latents, so strengths
     compare), titled with how far the latents moved from the clean image's."""
-    pixels = viz.preprocess(pipe, image)
-    clean = viz.encode_latents(pipe, pixels)[0]  # (4, h, w)
-    noisy = viz.noise_augment(pixels, strength, seed)
-    z = viz.encode_latents(pipe, noisy)[0]
+    pixels = sampling.preprocess(pipe, image)  # (1, 3, H, W) in [-1, 1]
+    clean = sampling.encode_latents(pipe, pixels)[0]  # (4, h, w)
+    noisy = sampling.noise_augment(pixels, strength, seed)
+    z = sampling.encode_latents(pipe, noisy)[0]
     vmax = float(clean.abs().max()) * 1.5 if vmax is None else vmax
     C = z.shape[0]
-    fig = viz._figure(2.0 * (C + 1) + 0.8, 2.4)
+    fig = viz.figure(2.0 * (C + 1) + 0.8, 2.4)
     axes = fig.subplots(1, C + 1)
-    axes[0].imshow(viz.to_uint8(noisy)[0])
+    axes[0].imshow(to_uint8(noisy)[0])
     axes[0].set_title(f"image + {strength:.2f} · noise", fontsize=8)
-    viz._off(axes[0])
+    viz.hide_ticks(axes[0])
     for c in range(C):
         im = axes[c + 1].imshow(z[c].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         axes[c + 1].set_title(f"latent channel {c}", fontsize=8)
-        viz._off(axes[c + 1])
+        viz.hide_ticks(axes[c + 1])
     fig.colorbar(im, ax=axes[1:].tolist(), shrink=0.8)
     moved = float((z - clean).pow(2).mean().sqrt())
     fig.suptitle(f"noise_aug_strength {strength:.2f}: latents moved {moved:.3g} (RMS) from the clean image's",

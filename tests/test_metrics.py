@@ -68,6 +68,18 @@ def test_psnr_and_ssim():
     assert metrics.ssim(flat, flat + 1) == pytest.approx(1.0, abs=1e-3)  # a tiny uniform shift
 
 
+def test_psnr_of_clips_and_its_exact_value():
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert metrics.psnr(a, a + 10) == pytest.approx(10 * np.log10(255**2 / 100))  # MSE 100
+    clip = np.zeros((3, 4, 4, 3), np.uint8)
+    other = clip.copy()
+    other[1] = 20  # one frame of three off by 20: MSE 400 / 3
+    assert metrics.psnr(clip, other) == pytest.approx(10 * np.log10(255**2 * 3 / 400))
+    assert metrics.psnr(clip, clip) == metrics.PSNR_CAP == 100.0
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(clip, clip[0])
+
+
 def test_first_frame_metrics_resize_the_input():
     from PIL import Image
     clip = moving_square(1)

@@ -1,12 +1,16 @@
 """load_pipeline(): the registry, local folders, presets, and fast, clear failures without weights."""
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import svdkit
-from svdkit.models import _resolve_dtype
+from svdkit.models import resolve_dtype
 
 
 def test_registry():
@@ -48,8 +52,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="memory must be one of"):
         svdkit.load_pipeline("toy", memory="huge")
     with pytest.raises(ValueError, match="dtype must be"):
-        _resolve_dtype("int3", "cpu")
-    assert _resolve_dtype("auto", "cuda") == torch.float16 and _resolve_dtype("auto", "cpu") == torch.float32
+        resolve_dtype("int3", "cpu")
+    assert resolve_dtype("auto", "cuda") == torch.float16 and resolve_dtype("auto", "cpu") == torch.float32
 
 
 def test_misspelt_name_lists_the_valid_names(monkeypatch, tmp_path):
@@ -64,3 +68,24 @@ def test_misspelt_name_lists_the_valid_names(monkeypatch, tmp_path):
         svdkit.load_pipeline(str(tmp_path / "no-such-folder" / "deeper"))
     with pytest.raises(OSError, match="not in the local Hugging Face cache"):  # a hub id goes on to the cache
         svdkit.load_pipeline("someone/svd-finetune")
+
+
+QUIET = """
+import svdkit
+pipe = svdkit.load_pipeline("toy")
+video = svdkit.generate(pipe, "data/example_0.png", num_inference_steps=2)
+image = svdkit.text_to_image("a red circle on a grey background", num_inference_steps=2)
+print(video.frames.shape, image.size, type(pipe.feature_extractor).__name__)
+"""
+
+
+def test_loading_and_generating_says_nothing():
+    """No library warning, note or loading bar reaches a learner: stderr stays empty. A fresh process, so that
+    notes printed once, at import, count; Python's default warning filters, which show what a notebook shows
+    (FutureWarning, UserWarning; DeprecationWarning only from the notebook's own code)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True, cwd=root, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "(14, 64, 64, 3) (64, 64) CLIPImageProcessorPil"
+    assert out.stderr == ""

@@ -180,3 +180,37 @@ def test_skip_uncond_drops_unguided_frames_and_changes_little(tiny_xt, reference
     # Not exact, and not small on 8 frames: the temporal layers mix frames, and the unconditional video loses
     # one of 8 (its frames also shift one position). Measured 0.146 of the latents' size, frames 3.9/255 apart.
     assert 0 < err < 0.3, err
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop's predict functions
+
+
+def test_the_loop_takes_its_prediction_from_outside(tiny_xt):
+    """denoise() with fast_prediction and no speed-up is the plain loop; with caching it is generate's."""
+    from svdkit import sampling
+    from svdkit.speed import fast_prediction
+
+    torch.manual_seed(0)
+    cond = sampling.Condition(torch.randn(1, 1, 32), torch.randn(1, 4, 8, 8), torch.zeros(1, 3, 64, 64),
+                              torch.tensor([[6.0, 127, 0.02]]))
+    sampling.set_schedule(tiny_xt, 2)
+    x_t, t = torch.randn(1, FRAMES, 4, 8, 8), tiny_xt.scheduler.timesteps[0]
+    guidance = sampling.guidance_schedule("linear", FRAMES)[None]  # (1, F)
+    plain = sampling.unet_prediction(tiny_xt, x_t, t, cond, guided=True)
+    fast = fast_prediction(sampling.unet_prediction, guidance)(tiny_xt, x_t, t, cond, guided=True, step=0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, fast))
+    assert plain[0].shape == plain[1].shape == (1, FRAMES, 4, 8, 8)
+    assert sampling.unet_prediction(tiny_xt, x_t, t, cond, guided=False)[0] is None
+
+    cached = svdkit.generate(tiny_xt, make_image(), seed=0, cache_interval=2, **SMALL)
+    generator = torch.Generator().manual_seed(0)
+    embeddings, noisy, image_latents = sampling.encode_image(tiny_xt, make_image(), generator, height=64, width=64,
+                                                             noise_aug_strength=0.02)
+    cond = sampling.condition(embeddings, noisy, image_latents, fps=7, motion_bucket_id=127, noise_aug_strength=0.02)
+    sampling.set_schedule(tiny_xt, STEPS)
+    latents = sampling.initial_noise(tiny_xt, generator, FRAMES, 64, 64, embeddings.dtype)
+    predict = fast_prediction(sampling.unet_prediction, guidance, cache_interval=2)
+    latents, steps_run, _ = sampling.denoise(tiny_xt, latents, cond, guidance, predict=predict)
+    assert steps_run == STEPS and predict.cache.calls == {"full": STEPS // 2, "shallow": STEPS // 2}
+    np.testing.assert_array_equal(sampling.decode_latents(tiny_xt, latents), cached.frames)

@@ -222,3 +222,67 @@ def test_zero_size_image_is_refused_before_model_work(exploding_pipe):
             svdkit.generate(exploding_pipe, empty)
     with pytest.raises(ValueError, match="at least one pixel, got a 0x5 image"):
         svdkit.load_image(Image.new("RGB", (0, 5)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Stages 1 and 2 by hand: the pieces give what generate() used
+
+
+@pytest.fixture(scope="module")
+def captured(tiny_pipe):
+    """One captured clip of the tiny pipeline (6 frames, 3 steps, guided), and its image."""
+    from tests.conftest import make_image
+    image = make_image()
+    return image, svdkit.generate(tiny_pipe, image, seed=3, num_inference_steps=3, capture=True).trace
+
+
+def test_encoding_by_hand_matches_generate(tiny_pipe, captured):
+    from svdkit import sampling
+    image, trace = captured
+    pixels = sampling.preprocess(tiny_pipe, image)
+    assert pixels.shape == (1, 3, 64, 64) and -1 <= pixels.min() < pixels.max() <= 1
+    noisy = sampling.noise_augment(pixels, 0.02, seed=3)
+    assert torch.equal(noisy, trace.noisy_image)  # the same noise generate drew first
+    latents = sampling.encode_latents(tiny_pipe, noisy)
+    assert latents.shape == (1, 4, 8, 8)
+    assert torch.allclose(latents, trace.image_latents, atol=1e-6)  # condition latents: NOT scaled
+    assert torch.allclose(sampling.clip_embedding(tiny_pipe, image), trace.image_embeddings, atol=1e-6)
+    assert sampling.clip_input(tiny_pipe, image).shape == (224, 224, 3)
+
+
+def test_decode_image_round_trip_shapes(tiny_pipe, captured):
+    from svdkit import sampling
+    pixels = sampling.preprocess(tiny_pipe, captured[0])
+    back = sampling.decode_image(tiny_pipe, sampling.encode_latents(tiny_pipe, pixels))
+    assert back.shape == pixels.shape and torch.isfinite(back).all()
+
+
+def test_unet_input_is_scaled_noise_plus_repeated_image(captured):
+    import math
+
+    from svdkit.sampling import unet_input
+    trace = captured[1]
+    x = unet_input(trace, step=1)
+    F = trace.x0.shape[1]
+    assert x.shape == (F, 8, 8, 8)
+    sigma = float(trace.sigmas[1])
+    assert torch.allclose(x[:, :4], trace.x_t[1] / math.sqrt(sigma**2 + 1))
+    assert torch.equal(x[:, 4:], trace.image_latents.expand(F, -1, -1, -1))
+
+
+def test_upcast_vae_runs_a_half_vae_in_float32_and_puts_it_back():
+    import types
+
+    from svdkit.sampling import upcast_vae
+
+    class HalfVAE(torch.nn.Linear):  # what upcast_vae reads of a diffusers VAE: dtype and config.force_upcast
+        dtype = property(lambda self: self.weight.dtype)
+
+    vae = HalfVAE(2, 2).half()
+    vae.config = types.SimpleNamespace(force_upcast=True)
+    with upcast_vae(vae):
+        assert vae.weight.dtype == torch.float32
+    assert vae.weight.dtype == torch.float16
+    vae.config.force_upcast = False
+    with upcast_vae(vae):
+        assert vae.weight.dtype == torch.float16

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from svdkit import text
-from svdkit.toy.train_text import TEXT_MODEL_PATH
+from svdkit.toy import TEXT_MODEL_PATH
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 from tests.test_notebooks import _toy_missing, run_on_toy
 
@@ -58,12 +58,13 @@ def test_prompt_to_video_bad_input(no_model_work):
         text.prompt_to_video("a red circle", text_steps=0)
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # and with no library warning on the way
 def test_unreachable_model_fails_fast_and_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
         text.load_text_pipeline("svdkit-tests/no-such-text-model")
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(text, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("svdkit.models._hub_reachable", lambda *a, **k: False)
     with pytest.raises(OSError, match="cannot be reached"):
         text.load_text_pipeline("svdkit-tests/no-such-text-model")
 

@@ -204,10 +204,11 @@ def test_vae_training_weighs_shapes_and_crops_on_the_latent_grid():
     one window for every frame of a chunk, at multiples of 8 pixels (the latent grid)."""
     import torch
 
-    from svdkit.toy.train import _crop, _to_model, shape_weights
+    from svdkit.toy.train import _crop, shape_weights
+    from svdkit.video import to_model
 
     clip = render_clip(3, 255, 7, num_frames=4)  # (4, 64, 64, 3)
-    w = shape_weights(_to_model(clip), 10.0)[:, 0]  # (4, 64, 64)
+    w = shape_weights(to_model(clip), 10.0)[:, 0]  # (4, 64, 64)
     saturated = clip.max(-1).astype(int) - clip.min(-1) > 100
     assert torch.all(w[torch.from_numpy(saturated)] == 11.0)
     far = np.ones_like(saturated)  # pixels more than 4 away from any shape pixel

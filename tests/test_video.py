@@ -6,6 +6,7 @@ import stat
 
 import numpy as np
 import pytest
+import torch
 
 import svdkit
 
@@ -55,3 +56,16 @@ def test_bad_video_arguments(tmp_path):
         svdkit.write_video(tmp_path / "a.mp4", moving_square(2).astype(float), fps=5)
     with pytest.raises(FileNotFoundError):
         svdkit.read_video(tmp_path / "missing.mp4")
+
+
+def test_to_uint8_and_to_model_convert_between_the_layouts():
+    from svdkit.video import to_model, to_uint8
+    pixels = torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)  # (B, 3, H, W)
+    image = to_uint8(pixels)
+    assert image.shape == (1, 2, 2, 3) and image[0, 0, 0].tolist() == [0, 128, 255]
+    assert to_uint8(torch.full((3, 1, 1), 5.0)).tolist() == [[[255, 255, 255]]]  # clamped, (3, H, W) too
+    clip = moving_square(frames=3)  # (F, H, W, 3) uint8
+    x = to_model(clip)
+    assert x.shape == (3, 3, 64, 64) and x.dtype == torch.float32
+    assert float(x.min()) == pytest.approx(30 / 127.5 - 1) and float(x.max()) == pytest.approx(220 / 127.5 - 1)
+    np.testing.assert_array_equal(to_uint8(x), clip)  # a round trip loses nothing

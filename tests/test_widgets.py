@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import svdkit
-from svdkit import sampling, viz, widgets
+from svdkit import latent_rgb, sampling, viz, widgets
+from svdkit.video import to_uint8
 from tests.conftest import make_image
 
 
@@ -30,12 +31,12 @@ def test_render_trace_view_shows_the_chosen_step_frame_and_quantity(run):
     for c, array in enumerate(channels):
         np.testing.assert_allclose(array, run.trace.x0[1, 4, c].numpy())
     rgb = [ax.images[0].get_array() for ax in fig.axes if ax.images and ax.get_title() == "RGB preview"][0]
-    np.testing.assert_array_equal(rgb, viz.preview(run.trace.x0[1, 4], run.pipe))
+    np.testing.assert_array_equal(rgb, latent_rgb.preview(run.trace.x0[1, 4], run.pipe))
     assert "step 1" in fig._suptitle.get_text() and "frame 4" in fig._suptitle.get_text()
 
 
 def test_scrubber_follows_its_controls_without_running_the_model(run, monkeypatch):
-    viz.latent_rgb_factors(run.pipe)  # fit the colour map first: it is the only VAE work a preview may need
+    latent_rgb.latent_rgb_factors(run.pipe)  # fit the colour map first: it is the only VAE work a preview may need
     calls = []
     hooks = [run.pipe.unet.register_forward_pre_hook(lambda *a: calls.append("unet")),
              run.pipe.vae.register_forward_pre_hook(lambda *a: calls.append("vae"))]
@@ -71,13 +72,13 @@ def test_scrubber_offers_only_what_the_trace_holds(run):
 
 def test_noise_augmentation_render(run):
     fig = widgets.render_noise_augmentation(run.pipe, run.image, strength=0.3, seed=1)
-    pixels = viz.preprocess(run.pipe, run.image)
-    noisy = viz.noise_augment(pixels, 0.3, seed=1)
-    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), viz.to_uint8(noisy)[0])
-    latents = viz.encode_latents(run.pipe, noisy)[0]
+    pixels = sampling.preprocess(run.pipe, run.image)
+    noisy = sampling.noise_augment(pixels, 0.3, seed=1)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), to_uint8(noisy)[0])
+    latents = sampling.encode_latents(run.pipe, noisy)[0]
     for c, array in enumerate(_channel_images(fig)):
         np.testing.assert_allclose(array, latents[c].numpy(), atol=1e-6)
-    moved = float((latents - viz.encode_latents(run.pipe, pixels)[0]).pow(2).mean().sqrt())
+    moved = float((latents - sampling.encode_latents(run.pipe, pixels)[0]).pow(2).mean().sqrt())
     assert f"{moved:.3g}" in fig._suptitle.get_text()
 
 
@@ -89,7 +90,8 @@ def test_noise_augmentation_slider_updates_on_release(run):
     slider.value = 0.5
     assert "0.50" in box.figure._suptitle.get_text()
     after = _channel_images(box.figure)[0]
-    expected = viz.encode_latents(run.pipe, viz.noise_augment(viz.preprocess(run.pipe, run.image), 0.5, 1))[0, 0]
+    pixels = sampling.preprocess(run.pipe, run.image)
+    expected = sampling.encode_latents(run.pipe, sampling.noise_augment(pixels, 0.5, 1))[0, 0]
     np.testing.assert_allclose(after, expected.numpy(), atol=1e-6)
     assert not np.allclose(before, after)
 

@@ -86,9 +86,15 @@ def _run_batch(pipe, batch: list[Point], cache: _Stage1Cache) -> list[np.ndarray
                                              noise_aug_strength=q["noise_aug_strength"]))
         latents.append(sampling.initial_noise(pipe, generator, F, H, W, embeddings.dtype))  # (1, F, 4, h, w)
         guidance.append(torch.tensor(point.scales, dtype=torch.float32))
-    # 3. Denoise all of them together: latents (B, F, 4, h, w), guidance (B, F).
-    out, _, _ = sampling.denoise(pipe, torch.cat(latents), sampling.Condition.cat(conditions),
-                                 torch.stack(guidance), **batch[0].speed)
+    # 3. Denoise all of them together: latents (B, F, 4, h, w), guidance (B, F); the speed options of the batch
+    #    (its points share them) plug in through the prediction function, as in generate().
+    scales, speed = torch.stack(guidance), batch[0].speed
+    predict = sampling.unet_prediction
+    if speed["skip_uncond"] or speed["cache_interval"] > 1:
+        from svdkit.speed import fast_prediction
+        predict = fast_prediction(sampling.unet_prediction, scales, **speed)
+    out, _, _ = sampling.denoise(pipe, torch.cat(latents), sampling.Condition.cat(conditions), scales,
+                                 predict=predict)
     # 4. Decode each video on its own, exactly as generate() does (batching the VAE saves nothing on a CPU).
     return [sampling.decode_latents(pipe, out[i: i + 1], p["decode_chunk_size"] or F) for i in range(len(batch))]
 

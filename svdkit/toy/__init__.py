@@ -24,8 +24,11 @@ from svdkit.toy.world import (HELD_OUT_SEED, MAX_SPEED, PALETTE, Scene, caption,
 MODEL_PATH = pathlib.Path(__file__).parent / "model"
 """The trained toy SVD, a diffusers pipeline folder (safetensors weights)."""
 
+TEXT_MODEL_PATH = pathlib.Path(__file__).parent / "text_model"
+"""The toy text-to-image model (a tiny Stable Diffusion, ``python -m svdkit.toy.train_text``), a diffusers folder."""
+
 __all__ = [
-    "MODEL_PATH",
+    "MODEL_PATH", "TEXT_MODEL_PATH",
     "render_clip", "caption", "describe_scene", "Scene",
     "shape_positions", "pixels_per_frame", "detect_shapes",
     "MAX_SPEED", "PALETTE", "HELD_OUT_SEED",

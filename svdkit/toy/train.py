@@ -53,8 +53,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svdkit.cli_args import count
 from svdkit.toy.checkpoint import Run, load_optimizer, optimizer_tensors, rng_state, set_rng_state
 from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip, scene_colours, shapes_kept
+from svdkit.video import to_model as _to_model
 
 __all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet",
            "evaluate", "main"]
@@ -190,12 +192,6 @@ def _sample_motion(rng: np.random.Generator) -> tuple[float, float]:
     bucket = 0.0 if rng.random() < 0.05 else float(rng.uniform(0, 255))
     fps = float(np.exp(rng.uniform(np.log(FPS_RANGE[0]), np.log(FPS_RANGE[1]))))
     return bucket, fps
-
-
-def _to_model(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1], the VAE's pixel range."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
-    return x.movedim(-1, -3)
 
 
 def _resume(run: Run | None, stage: str, model, opt, rng, gen=None, ema=None) -> int:
@@ -594,19 +590,6 @@ def _smoke_generate(folder: Path) -> tuple:
     frames = pipe(image, height=SIZE, width=SIZE, num_frames=NUM_FRAMES, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
     return frames.shape
-
-
-def count(minimum: int = 1):
-    """An argparse type: an integer >= `minimum`, else a clear error naming the valid range."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
-        return value
-    return parse
 
 
 def _curve(run: Run, stage: str, *fields: str) -> list:

@@ -47,13 +47,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svdkit.toy.train import _crop, _edges, _to_model, _warmup_cosine, count, shape_weights  # the toy SVD's
+from svdkit.cli_args import count
+from svdkit.toy import TEXT_MODEL_PATH
+from svdkit.toy.train import _crop, _edges, _warmup_cosine, shape_weights  # the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
+from svdkit.video import to_model
 
 __all__ = ["build_tokenizer", "build_pipeline", "render_images", "train_vae", "encode_images", "vae_round_trip",
-           "train_diffusion", "main", "TEXT_MODEL_PATH"]
-
-TEXT_MODEL_PATH = Path(__file__).parent / "text_model"
+           "train_diffusion", "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
@@ -237,7 +238,7 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
     for step in range(steps):
         idx = rng.integers(len(images), size=VAE_BATCH)
         whole = step >= steps * (1 - VAE_FULL)
-        x = _to_model(images[idx] if whole else _crops(images, idx, VAE_CROP, rng))  # (B, 3, H, W)
+        x = to_model(images[idx] if whole else _crops(images, idx, VAE_CROP, rng))  # (B, 3, H, W)
         post = vae.encode(x).latent_dist
         z = post.sample()  # (B, 4, h, w)
         y = vae.decode(z).sample  # (B, 3, H, W)
@@ -266,7 +267,7 @@ def encode_images(vae, images: np.ndarray, batch: int = 256) -> tuple[torch.Tens
     vae.eval()
     means, stds = [], []
     for i in range(0, len(images), batch):
-        post = vae.encode(_to_model(images[i: i + batch])).latent_dist
+        post = vae.encode(to_model(images[i: i + batch])).latent_dist
         means.append(post.mean)
         stds.append(post.std)
     return torch.cat(means), torch.cat(stds)
@@ -275,11 +276,12 @@ def encode_images(vae, images: np.ndarray, batch: int = 256) -> tuple[torch.Tens
 @torch.no_grad()
 def vae_round_trip(vae, scenes: int = 64) -> dict:
     """How often a VAE round trip of held-out first frames still shows every named colour, and every shape
-    (`svdkit.text.check_prompt`): a reference for pictures drawn in this VAE's latent space (not a bound: drawn latents may decode cleaner)."""
+    (`svdkit.text.check_prompt`): a reference for pictures drawn in this VAE's latent space (not a bound: drawn
+    latents may decode cleaner)."""
     from svdkit.text import check_prompt
 
     seeds = range(HELD_OUT_SEED + 3000, HELD_OUT_SEED + 3000 + scenes)
-    x = _to_model(np.stack([render_clip(s, num_frames=1, size=SIZE)[0] for s in seeds]))
+    x = to_model(np.stack([render_clip(s, num_frames=1, size=SIZE)[0] for s in seeds]))
     y = vae.decode(vae.encode(x).latent_dist.mode()).sample  # (N, 3, H, W) in [-1, 1]
     frames = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().movedim(1, -1).numpy()  # (N, H, W, 3)
     checks = [check_prompt(f, caption(s)) for f, s in zip(frames, seeds)]
