@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svdkit.cli_args import count
 from svdkit.metrics import psnr
 from svdkit.toy import MODEL_PATH
-from svdkit.toy.train import _to_model, count
 from svdkit.toy.world import (HELD_OUT_SEED, detect_shapes, pixels_per_frame, render_background, render_clip,
                               scene_colours, shapes_kept)
-from svdkit.viz import to_uint8
+from svdkit.video import to_model, to_uint8
 
 BUCKETS = (0, 32, 64, 128, 192, 255)
 KEPT_BUCKETS = (0, 128, 255)
@@ -127,7 +127,7 @@ def motion(frames: np.ndarray, colours: dict, background: np.ndarray) -> float:
 @torch.no_grad()
 def vae_round_trip(vae, frames: np.ndarray) -> np.ndarray:
     """uint8 (F, H, W, 3) through the VAE and back (latent mode, temporal decoder): a reference for check 1."""
-    x = _to_model(frames)  # (F, 3, H, W) in [-1, 1]
+    x = to_model(frames)  # (F, 3, H, W) in [-1, 1]
     return to_uint8(vae.decode(vae.encode(x).latent_dist.mode(), num_frames=len(frames)).sample)
 
 

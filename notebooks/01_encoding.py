@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import svdkit
-from svdkit import viz, widgets
+from svdkit import metrics, sampling, viz, widgets
+from svdkit.video import to_uint8
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ picture
 # the range the VAE was trained on.
 
 # %%
-pixels = viz.preprocess(pipe, picture)  # (1, 3, H, W)
+pixels = sampling.preprocess(pipe, picture)  # (1, 3, H, W)
 print("pixels", tuple(pixels.shape), f"from {pixels.min():.2f} to {pixels.max():.2f}")
 
 # %% [markdown]
@@ -67,7 +68,7 @@ print("pixels", tuple(pixels.shape), f"from {pixels.min():.2f} to {pixels.max():
 # B × 4 × H/8 × W/8 latents, a small picture with 4 channels instead of 3 colours. The rest of SVD works on these.
 
 # %%
-latents = viz.encode_latents(pipe, pixels)  # (1, 4, H/8, W/8)
+latents = sampling.encode_latents(pipe, pixels)  # (1, 4, H/8, W/8)
 print("latents", tuple(latents.shape))
 viz.plot_latent_grid(latents[0], title="the image's 4 latent channels")
 
@@ -86,7 +87,7 @@ print(f"scaling factor {scaling_factor:.5g}: latent std {latents.std():.3f} unsc
 video = svdkit.generate(pipe, picture, seed=seed, num_inference_steps=num_inference_steps, capture=True,
                         fps=fps, motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength)
 trace = video.trace
-by_hand = viz.encode_latents(pipe, viz.noise_augment(pixels, noise_aug_strength, seed))
+by_hand = sampling.encode_latents(pipe, sampling.noise_augment(pixels, noise_aug_strength, seed))
 condition_gap = float((trace.image_latents - by_hand).abs().max())
 print("condition latents in generate vs unscaled latents by hand, largest difference:", condition_gap)
 
@@ -97,9 +98,9 @@ print("condition latents in generate vs unscaled latents by hand, largest differ
 # signal-to-noise ratio (PSNR) measures the error; above about 30 dB it is hard to see.
 
 # %%
-rebuilt = viz.to_uint8(viz.decode_image(pipe, latents))[0]
-original = viz.to_uint8(pixels)[0]
-reconstruction_psnr = viz.psnr(original, rebuilt)
+rebuilt = to_uint8(sampling.decode_image(pipe, latents))[0]
+original = to_uint8(pixels)[0]
+reconstruction_psnr = metrics.psnr(original, rebuilt)
 viz.plot_images({"input": original, "reconstruction": rebuilt,
                  "|difference|": viz.frame_differences([original, rebuilt])[0]},
                 title=f"VAE round trip: PSNR {reconstruction_psnr:.1f} dB")
@@ -128,10 +129,10 @@ widgets.noise_augmentation_slider(pipe, picture, seed=seed, value=noise_aug_stre
 # classifier-free guidance the vector is all zeros.
 
 # %%
-embedding = viz.clip_embedding(pipe, picture)  # (1, 1, D)
+embedding = sampling.clip_embedding(pipe, picture)  # (1, 1, D)
 embedding_gap = float((embedding - trace.image_embeddings).abs().max())
 print("embedding", tuple(embedding.shape), "- largest difference from the one generate used:", embedding_gap)
-viz.plot_images({"your image": np.asarray(picture), "what CLIP sees": viz.clip_input(pipe, picture)})
+viz.plot_images({"your image": np.asarray(picture), "what CLIP sees": sampling.clip_input(pipe, picture)})
 
 # %% [markdown]
 # ## The added time ids
@@ -151,7 +152,7 @@ viz.plot_added_time_ids(trace.added_time_ids)
 # the image is the anchor they share.
 
 # %%
-unet_in = viz.unet_input(trace, step=0)  # (F, 8, h, w)
+unet_in = sampling.unet_input(trace, step=0)  # (F, 8, h, w)
 F = unet_in.shape[0]
 print("UNet input", tuple(unet_in.shape), "= frames x (4 noisy + 4 image) channels x h x w")
 viz.plot_latent_grid(unet_in, frames=[0, F // 2, F - 1], title="channels 0-3: the noise; 4-7: the image, repeated")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import svdkit
-from svdkit import viz, widgets
+from svdkit import attention, viz, widgets
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -171,10 +171,10 @@ viz.plot_per_frame(change, ylabel=f"RMS difference from {reference}", title="whe
 # result unchanged.
 
 # %%
-attention_video, maps = viz.capture_temporal_attention(pipe, picture, seed=seed,
+attention_video, maps = attention.capture_temporal_attention(pipe, picture, seed=seed,
                                                        num_inference_steps=num_inference_steps)
 unchanged = bool((attention_video.frames == video.frames).all())
-modules = viz.temporal_attention_modules(pipe.unet)
+modules = attention.temporal_attention_modules(pipe.unet)
 print(len(modules), "temporal attention modules; clip identical with the hook:", unchanged)
 
 # %%
@@ -185,8 +185,8 @@ viz.plot_temporal_attention(maps, steps=[steps[-1]], title=f"every temporal bloc
 viz.plot_temporal_attention(maps, modules=[modules[0]], steps=steps, title="one block across the steps")
 
 # %%
-attention = viz.attention_summary(maps, steps=steps)
-attention  # self: weight a frame gives itself; reach: mean distance in frames to what it attends to
+attention_table = attention.attention_summary(maps, steps=steps)
+attention_table  # self: weight a frame gives itself; reach: mean distance in frames to what it attends to
 
 # %%
 summary = {
@@ -194,7 +194,7 @@ summary = {
     "sigmas": trace.sigmas.tolist(), "x0_distance_to_final": distances.tolist(), "preview_rmse": preview_rmse,
     "guidance": trace.guidance.tolist(), "guidance_reference": reference,
     "guidance_change": {g: float(c.mean()) for g, c in change.items()},
-    "attention_output_unchanged": unchanged, "attention": attention,
+    "attention_output_unchanged": unchanged, "attention": attention_table,
     "attention_row_sum_error": max(float((m.sum(-1) - 1).abs().max()) for m in maps.values()),
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2))

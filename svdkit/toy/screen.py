@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svdkit.cli_args import count
 from svdkit.toy import train
 from svdkit.toy.checkpoint import Run
 
@@ -93,11 +94,11 @@ def table(recipes, seeds, *, root: Path = train.DEFAULT_RUNS, plot: Path | None 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m svdkit.toy.screen", description=__doc__.split("\n")[0])
     p.add_argument("--recipes", nargs="+", choices=list(train.RECIPES), required=True)
-    p.add_argument("--seeds", nargs="+", type=train.count(0), default=[0, 1])
-    p.add_argument("--budget", type=train.count(1), default=1500, help="UNet steps per run (default 1500)")
-    p.add_argument("--turn", type=train.count(1), default=250, help="UNet steps per turn and between evaluations")
+    p.add_argument("--seeds", nargs="+", type=count(0), default=[0, 1])
+    p.add_argument("--budget", type=count(1), default=1500, help="UNet steps per run (default 1500)")
+    p.add_argument("--turn", type=count(1), default=250, help="UNet steps per turn and between evaluations")
     p.add_argument("--root", type=Path, default=train.DEFAULT_RUNS, help="where the run folders live")
-    p.add_argument("--threads", type=train.count(1), default=1)
+    p.add_argument("--threads", type=count(1), default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--table", type=Path, default=None, metavar="PNG",
                    help="print the table so far and draw the curves to PNG, instead of training")
