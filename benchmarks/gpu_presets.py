@@ -198,7 +198,7 @@ def run_config(name: str, args, image, device: str, dtype: str) -> tuple[dict, n
                peak_allocated_gib=torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                peak_reserved_gib=torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
                driver_peak_used_gib=driver.peak / 2**30 if cuda else None)
-    del pipe
+    pipe = None  # drop the weights before the next configuration loads its own
     return row, frames
 
 
@@ -208,7 +208,10 @@ def derive(result: dict) -> dict:
     flops, steps = result["flops"], result["steps"]
     reduced = dict(unet=result["flops_skip_uncond_call"], unet_shallow=result["flops_skip_uncond_call_shallow"])
     spec, matmul = result["peak_tflops"]["spec"], result["peak_tflops"]["matmul_measured"]
-    ok = lambda r: r is not None and not r.get("error")  # noqa: E731
+
+    def ok(r):
+        return r is not None and not r.get("error")
+
     stock = rows["stock"] if ok(rows.get("stock")) else None
     for r in rows.values():
         if r.get("error"):

@@ -40,8 +40,15 @@ import torch
 from svdkit.cli_args import count
 from svdkit.metrics import psnr
 from svdkit.toy import MODEL_PATH
-from svdkit.toy.world import (HELD_OUT_SEED, detect_shapes, pixels_per_frame, render_background, render_clip,
-                              scene_colours, shapes_kept)
+from svdkit.toy.world import (
+    HELD_OUT_SEED,
+    detect_shapes,
+    pixels_per_frame,
+    render_background,
+    render_clip,
+    scene_colours,
+    shapes_kept,
+)
 from svdkit.video import to_model, to_uint8
 
 BUCKETS = (0, 32, 64, 128, 192, 255)
@@ -222,7 +229,8 @@ def main(argv=None) -> int:
              for kind, pics in pictures.items() for b in KEPT_BUCKETS}
     for b, fps in [(b, SWEEP_FPS) for b in BUCKETS] + [(FPS_BUCKET, f) for f in FPS_PAIR]:
         if ("world", b, fps) not in clips:
-            clips[("world", b, fps)] = [generate(pipe, img, b, fps, i) for i, (img, _, _) in enumerate(pictures["world"])]
+            clips[("world", b, fps)] = [generate(pipe, img, b, fps, i)
+                                        for i, (img, _, _) in enumerate(pictures["world"])]
 
     if args.samples:  # the first held-out scene whose shapes move far (not one at the centre)
         i = int(np.argmax([np.abs(render_clip(s, 255, SWEEP_FPS, world=world)[-1].astype(int)

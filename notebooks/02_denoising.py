@@ -17,7 +17,10 @@
 # %%
 # Setup: install svdkit when it is missing; in Colab, also turn on its widget manager. Elsewhere this does nothing.
 SVDKIT_SOURCE = "git+https://github.com/svdkit/svdkit"  # where svdkit installs from (see the README)
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
+
 if importlib.util.find_spec("svdkit") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SVDKIT_SOURCE], check=True)
 if "google.colab" in sys.modules:
@@ -40,7 +43,6 @@ attention_steps = None   # steps whose temporal attention is drawn; None: first,
 import json
 from pathlib import Path
 
-import numpy as np
 import svdkit
 from svdkit import attention, viz, widgets
 

@@ -20,7 +20,10 @@
 # %%
 # Setup: install svdkit when it is missing; in Colab, also turn on its widget manager. Elsewhere this does nothing.
 SVDKIT_SOURCE = "git+https://github.com/svdkit/svdkit"  # where svdkit installs from (see the README)
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
+
 if importlib.util.find_spec("svdkit") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SVDKIT_SOURCE], check=True)
 if "google.colab" in sys.modules:
@@ -55,6 +58,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 import svdkit
 from svdkit import metrics, sweep, sweeps, viz
 from svdkit.sweeps import views

@@ -24,7 +24,10 @@
 # %%
 # Setup: install svdkit when it is missing; in Colab, also turn on its widget manager. Elsewhere this does nothing.
 SVDKIT_SOURCE = "git+https://github.com/svdkit/svdkit"  # where svdkit installs from (see the README)
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
+
 if importlib.util.find_spec("svdkit") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SVDKIT_SOURCE], check=True)
 if "google.colab" in sys.modules:
@@ -59,6 +62,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 import svdkit
 from svdkit import text, viz
 

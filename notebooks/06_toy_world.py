@@ -17,7 +17,10 @@
 # %%
 # Setup: install svdkit when it is missing; in Colab, also turn on its widget manager. Elsewhere this does nothing.
 SVDKIT_SOURCE = "git+https://github.com/svdkit/svdkit"  # where svdkit installs from (see the README)
-import importlib.util, subprocess, sys
+import importlib.util
+import subprocess
+import sys
+
 if importlib.util.find_spec("svdkit") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", SVDKIT_SOURCE], check=True)
 if "google.colab" in sys.modules:
@@ -49,8 +52,7 @@ from IPython.display import display
 
 import svdkit
 from svdkit import metrics, viz
-from svdkit.toy import MODEL_PATH, caption, pixels_per_frame, render_clip, shape_positions
-from svdkit.toy import train
+from svdkit.toy import MODEL_PATH, caption, pixels_per_frame, render_clip, shape_positions, train
 
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

@@ -14,16 +14,17 @@ widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids 
 with `svdkit.text_to_image`.
 """
 
-from svdkit.version import __version__  # noqa: F401
+from svdkit import attention, latent_rgb, metrics, sampling, sweeps, viz, widgets
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
-from svdkit.trace import Trace
-from svdkit.video import Video, read_video, write_video
 from svdkit.sweeps import sweep
-from svdkit import attention, latent_rgb, metrics, sampling, sweeps, viz, widgets
 from svdkit.text import text_to_image
+from svdkit.trace import Trace
+from svdkit.version import __version__
+from svdkit.video import Video, read_video, write_video
 
 __all__ = [
+    "__version__",
     # load a model
     "load_pipeline", "MODELS", "MEMORY_PRESETS",
     # generate, and look inside

@@ -70,7 +70,7 @@ def _attention_probs(attn, hidden_states: torch.Tensor) -> torch.Tensor:
 class _RecordingProcessor:
     """An attention processor that records the weights and returns exactly what the original processor returns."""
 
-    def __init__(self, original, recorder: "TemporalAttentionRecorder", name: str):
+    def __init__(self, original, recorder: TemporalAttentionRecorder, name: str):
         self.original, self.recorder, self.name = original, recorder, name
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,

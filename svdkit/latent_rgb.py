@@ -134,6 +134,7 @@ def latent_rgb_factors(model="toy") -> tuple[np.ndarray, np.ndarray]:
             return np.asarray(table[name]["W"], np.float32), np.asarray(table[name]["b"], np.float32)
         if name == "toy":
             from diffusers import AutoencoderKLTemporalDecoder
+
             from svdkit.toy import MODEL_PATH
             vae = AutoencoderKLTemporalDecoder.from_pretrained(MODEL_PATH, subfolder="vae", use_safetensors=True)
         else:

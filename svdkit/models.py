@@ -258,7 +258,7 @@ def load_weights(cls, source: str, dtype: torch.dtype, *, model: str | None = No
     try:
         with _quiet_loading():
             return cls.from_pretrained(source, local_files_only=True, **kwargs)
-    except (OSError, ValueError, EnvironmentError):
+    except (OSError, ValueError):
         name = source if model is None else model
         if _offline():
             raise _weights_missing(name, source, "HF_HUB_OFFLINE is set", kind, offline) from None

@@ -33,8 +33,8 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -241,6 +241,7 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -
 def _record(pipe, seed, p, guidance, sigmas) -> dict:
     info = getattr(pipe, "svdkit", None)
     import diffusers
+
     from svdkit.version import __version__
     versions = {"svdkit": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__}
     rec = {"model": info.model if info else str(pipe.name_or_path or "unknown"), "seed": seed}
@@ -272,7 +273,7 @@ class Condition:
     added_time_ids: torch.Tensor
 
     @staticmethod
-    def cat(conditions: list["Condition"]) -> "Condition":
+    def cat(conditions: list[Condition]) -> Condition:
         """Stack the rows of several conditions into one batch."""
         return Condition(*(torch.cat([getattr(c, f.name) for c in conditions])
                            for f in dataclasses.fields(Condition)))
@@ -472,7 +473,10 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
 def _trace(pipe, rec, cond: Condition, guidance, latents, n, capture) -> Trace:
     """Assemble the `Trace` of the first video from what `denoise` recorded."""
     keep = torch.float16 if capture == "fp16" else torch.float32
-    cpu = lambda x: x.to("cpu", keep)  # noqa: E731
+
+    def cpu(x):
+        return x.to("cpu", keep)
+
     return Trace(
         sigmas=pipe.scheduler.sigmas[: n + 1].to("cpu", torch.float32).clone(),
         timesteps=pipe.scheduler.timesteps[:n].to("cpu", torch.float32).clone(),
@@ -584,8 +588,7 @@ def clip_input(pipe, image) -> np.ndarray:
 
     image = load_image(image)
     try:
-        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import \
-            _resize_with_antialiasing
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
     except ImportError:  # a diffusers without the helper: PIL's bicubic resize is close
         from PIL import Image
         return np.asarray(image.resize((224, 224), Image.BICUBIC))

@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import functools
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -108,8 +108,12 @@ def build_random_pipeline(num_frames: int = 25, *, size: str = "real", device="c
     Returns:
       The pipeline, with `pipe.random_weights = True`.
     """
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
-                           UNetSpatioTemporalConditionModel)
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if size not in ARCHITECTURES:
@@ -243,7 +247,7 @@ class StepCache:
 
 
 def fast_prediction(plain: Callable, guidance: torch.Tensor, *, skip_uncond: bool = False,
-                    cache_interval: int = 1) -> "FastPrediction":
+                    cache_interval: int = 1) -> FastPrediction:
     """A `predict` function for `svdkit.sampling.denoise` with the approximate speed-ups of `generate()`.
 
     Args:
@@ -308,7 +312,10 @@ def count_flops(num_frames: int = 25, *, height: int = 576, width: int = 1024, s
 
     meta = build_random_pipeline(num_frames, size=size, device="meta", dtype=torch.float16)
     h, w, f = height // meta.vae_scale_factor, width // meta.vae_scale_factor, num_frames
-    empty = lambda *shape: torch.empty(*shape, device="meta", dtype=torch.float16)  # noqa: E731
+
+    def empty(*shape):
+        return torch.empty(*shape, device="meta", dtype=torch.float16)
+
     cross = meta.unet.config.cross_attention_dim
     unet_args = (empty(batch, f, 8, h, w), torch.tensor(1.0, device="meta"), empty(batch, 1, cross),
                  empty(batch, 3))

@@ -106,7 +106,7 @@ def _check_model(name: str, model) -> None:
     if isinstance(model, str):
         if not model.strip():
             raise ValueError(f"{name} must be a name from the registry, a hub id or a local folder; got ''")
-    elif not hasattr(model, "__call__") or not hasattr(model, "vae"):
+    elif not callable(model) or not hasattr(model, "vae"):
         raise ValueError(f"{name} must be a name, a hub id, a local folder or a loaded diffusers pipeline, "
                          f"got {type(model).__name__}")
 

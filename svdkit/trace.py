@@ -83,7 +83,7 @@ class Trace:
         return path
 
     @classmethod
-    def load(cls, path) -> "Trace":
+    def load(cls, path) -> Trace:
         """Load a trace written by `save`."""
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:

@@ -99,7 +99,7 @@ def _read_frames(path: Path) -> tuple[np.ndarray, float]:
     return np.asarray(video)[..., :3], float(video.metadata.fps)
 
 
-def read_video(path) -> "Video":
+def read_video(path) -> Video:
     """Read a clip written by `Video.save` (or any mp4/gif/webp), with its JSON record when one is beside it."""
     path = Path(path)
     if not path.is_file():

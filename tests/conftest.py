@@ -14,8 +14,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 def make_tiny_pipeline(seed: int = 0, num_frames: int = 6):
     """A StableVideoDiffusionPipeline with random seeded weights: real classes, a few channels each, 64x64."""
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
-                           UNetSpatioTemporalConditionModel)
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)

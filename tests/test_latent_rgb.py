@@ -11,7 +11,6 @@ from svdkit import latent_rgb, viz
 from svdkit.sampling import encode_latents
 
 
-
 class _LinearVAE:
     """A stand-in VAE whose latents are given, to check that the fit recovers a known map exactly."""
 

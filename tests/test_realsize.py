@@ -118,7 +118,9 @@ def count_block_calls(unet) -> tuple[dict, list]:
     blocks.update({"mid": unet.mid_block}, **{f"up{i}": b for i, b in enumerate(unet.up_blocks)})
     for name, block in blocks.items():
         counts[name] = 0
-        handles.append(block.register_forward_hook(lambda m, a, o, name=name: counts.__setitem__(name, counts[name] + 1)))
+        def count(module, args, output, name=name):
+            counts[name] += 1
+        handles.append(block.register_forward_hook(count))
     return counts, handles
 
 

@@ -1,7 +1,5 @@
 """generate(): equal to the stock pipeline, capture that changes nothing, hooks, schedules and bad input."""
 
-import time
-import warnings
 
 import numpy as np
 import pytest

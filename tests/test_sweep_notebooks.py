@@ -18,7 +18,8 @@ NAMES = ["03_motion_bucket_sweep.ipynb", "04_fps_comparison.ipynb"]
 
 
 def toy_responds(ok: bool, message: str):
-    """What the bundled toy must show: it has learned what motion_bucket_id and fps mean (evaluations/toy_quality.py)."""
+    """What the bundled toy must show: it has learned what motion_bucket_id and fps mean
+    (evaluations/toy_quality.py)."""
     assert ok, f"the toy does not follow its conditioning: {message}"
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svdkit.toy import MODEL_PATH, caption, describe_scene, detect_shapes, pixels_per_frame, render_clip, shape_positions
+from svdkit.toy import (
+    MODEL_PATH,
+    caption,
+    describe_scene,
+    detect_shapes,
+    pixels_per_frame,
+    render_clip,
+    shape_positions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,8 +198,8 @@ def test_training_smoke_run(tmp_path):
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
 
 
-@pytest.mark.parametrize("args, name", [(["--unet-steps", "-1"], "--unet-steps"), (["--pool-scenes", "0"], "--pool-scenes"),
-                                        (["--threads", "two"], "--threads")])
+@pytest.mark.parametrize("args, name", [(["--unet-steps", "-1"], "--unet-steps"),
+                                        (["--pool-scenes", "0"], "--pool-scenes"), (["--threads", "two"], "--threads")])
 def test_training_rejects_bad_counts_before_any_work(args, name, tmp_path):
     done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", *args, "--out", str(tmp_path / "m")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)

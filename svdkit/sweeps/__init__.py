@@ -79,11 +79,11 @@ The modules: `grid` (ranges, points and their ids), `store` (files, checksums, l
 engine, `sweep`), `cli` (the TOML file and `accelerate`), `views` (clips side by side, plots, compare).
 """
 
-from svdkit.sweeps.grid import AXES, Point, check_grid, image_hash, ints, linspace, logspace, model_fingerprint, plan
-from svdkit.sweeps.store import computed_log, load_frames, read_sweep
-from svdkit.sweeps.run import sweep
-from svdkit.sweeps.cli import main_from_toml
 from svdkit.sweeps import views
+from svdkit.sweeps.cli import main_from_toml
+from svdkit.sweeps.grid import AXES, Point, check_grid, image_hash, ints, linspace, logspace, model_fingerprint, plan
+from svdkit.sweeps.run import sweep
+from svdkit.sweeps.store import computed_log, load_frames, read_sweep
 
 __all__ = [
     # run a sweep, and the ranges to write its grid with

@@ -15,8 +15,17 @@ import torch
 
 from svdkit import sampling
 from svdkit.sweeps.grid import Point, image_hash, label_images, model_fingerprint, plan, split_grid
-from svdkit.sweeps.store import (checksums, load_frames, log_computed, point_paths, read_point, remove_leftovers,
-                                 to_table, write_frames, write_json)
+from svdkit.sweeps.store import (
+    checksums,
+    load_frames,
+    log_computed,
+    point_paths,
+    read_point,
+    remove_leftovers,
+    to_table,
+    write_frames,
+    write_json,
+)
 from svdkit.video import write_video
 
 __all__ = ["sweep", "check_batch_size", "metric_functions"]

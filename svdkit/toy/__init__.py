@@ -18,8 +18,18 @@ mean: ``motion_bucket_id`` sets pixels per second, ``fps`` sets seconds per fram
 
 import pathlib
 
-from svdkit.toy.world import (HELD_OUT_SEED, MAX_SPEED, PALETTE, Scene, caption, describe_scene, detect_shapes,
-                              pixels_per_frame, render_clip, shape_positions)
+from svdkit.toy.world import (
+                              HELD_OUT_SEED,
+                              MAX_SPEED,
+                              PALETTE,
+                              Scene,
+                              caption,
+                              describe_scene,
+                              detect_shapes,
+                              pixels_per_frame,
+                              render_clip,
+                              shape_positions,
+)
 
 MODEL_PATH = pathlib.Path(__file__).parent / "model"
 """The trained toy SVD, a diffusers pipeline folder (safetensors weights)."""

@@ -53,7 +53,8 @@ def screen(recipes, seeds, *, budget: int, turn: int, root: Path = train.DEFAULT
 def table(recipes, seeds, *, root: Path = train.DEFAULT_RUNS, plot: Path | None = None) -> str:
     """The screening table (last evaluation of each run, and the mean over seeds) as Markdown; ``plot`` also
     draws the learning curves (check 4 and first-frame PSNR against UNet steps)."""
-    lines = ["| recipe | seed | UNet steps | check 4 (kept) | kept at 255 | first-frame PSNR |", "|---|---|---|---|---|---|"]
+    lines = ["| recipe | seed | UNet steps | check 4 (kept) | kept at 255 | first-frame PSNR |",
+             "|---|---|---|---|---|---|"]
     curves = {}
     for recipe in recipes:
         last = []

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from svdkit.cli_args import count
 from svdkit.toy.checkpoint import Run, load_optimizer, optimizer_tensors, rng_state, set_rng_state
 from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip, scene_colours, shapes_kept
-from svdkit.video import to_model as _to_model
+from svdkit.video import to_model
 
 __all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet",
            "evaluate", "main"]
@@ -170,8 +170,12 @@ def unet_config(recipe: Recipe) -> dict:
 # ------------------------------------------------------------------------------ components
 def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
     """A fresh, untrained toy StableVideoDiffusionPipeline of ``recipe`` with seeded weights."""
-    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
-                           UNetSpatioTemporalConditionModel)
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
@@ -280,8 +284,8 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
         whole = step >= steps * (1 - VAE_FULL)
         chunks = [_vae_chunk(rng, recipe) for _ in range(max(1, batch // 4) if whole else batch)]
         frames = np.concatenate(chunks if whole else [_crop(c, VAE_CROP, rng, recipe.factor) for c in chunks])
-        x = _to_model(frames[..., :3]).to(device)  # (B*K, 3, h, w)
-        bg = _to_model(frames[..., 3:]).to(device) if recipe.shape_mask == "background" else None
+        x = to_model(frames[..., :3]).to(device)  # (B*K, 3, h, w)
+        bg = to_model(frames[..., 3:]).to(device) if recipe.shape_mask == "background" else None
         weight = shape_weights(x, VAE_SHAPE_WEIGHT, bg)  # (B*K, 1, h, w)
         post = vae.encode(x).latent_dist
         z = post.sample()  # (B*K, 4, h/f, w/f)
@@ -317,7 +321,7 @@ def measure_scaling_factor(vae, *, device: str, seed: int = SEED, clips: int = 4
     zs = []
     for _ in range(clips):
         clip = render_clip(int(rng.integers(HELD_OUT_SEED)), *_sample_motion(rng), num_frames=NUM_FRAMES, world=world)
-        zs.append(vae.encode(_to_model(clip).to(device)).latent_dist.mode())
+        zs.append(vae.encode(to_model(clip).to(device)).latent_dist.mode())
     return float(1.0 / torch.cat(zs).std())
 
 
@@ -343,7 +347,7 @@ def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames
         clips = np.stack([render_clip(scene, d * fps / MAX_SPEED * 255, fps, num_frames=num_frames, world=world)
                           for d in step])
         frames.append(clips)  # (K, T, H, W, 3)
-        z = vae.encode(_to_model(clips.reshape(-1, *clips.shape[2:])).to(device)).latent_dist.mode()
+        z = vae.encode(to_model(clips.reshape(-1, *clips.shape[2:])).to(device)).latent_dist.mode()
         latents.append(z.cpu().reshape(speeds, num_frames, *z.shape[1:]))  # (K, T, 4, h, w)
         steps.append(step)
         if i % 100 == 0 or i == n_scenes - 1:
@@ -432,7 +436,7 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
         picks = [(i, k, o) for i, o, ks in zip(idx, order, speeds) for k in ks]  # B of (scene, speed, frames)
         latents = torch.stack([pool["latents"][i, k, o] for i, k, o in picks])
         latents = latents.to(device) * sf  # (B, F, 4, h, w), scaled as the pipeline's frame latents are
-        first = _to_model(np.stack([pool["frames"][i, k, o[0]] for i, k, o in picks]))
+        first = to_model(np.stack([pool["frames"][i, k, o[0]] for i, k, o in picks]))
         first = first.to(device)  # (B, 3, H, W)
 
         # b. conditioning: motion labels, noise augmentation, dropout (shared within a scene's group)

@@ -364,7 +364,7 @@ def train_diffusion(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: 
             log.append((step, round(loss.item(), 5)))
             print(f"diff {step:5d}/{steps}  loss {loss.item():.4f}  {time.time() - t0:6.0f}s", flush=True)
         if check is not None and check_every and (step + 1) % check_every == 0 and step + 1 < steps:
-            _with_weights(params, ema, lambda: check(step + 1))
+            _with_weights(params, ema, lambda step=step: check(step + 1))
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
