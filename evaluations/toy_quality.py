@@ -27,7 +27,6 @@ Beside check 1 it prints the same share for the world's own clips and for their 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ import torch
 
 from svdkit.cli_args import count
 from svdkit.metrics import psnr
-from svdkit.toy import MODEL_PATH
+from svdkit.toy import MODEL_PATH, model_world
 from svdkit.toy.world import (
     HELD_OUT_SEED,
     detect_shapes,
@@ -142,13 +141,6 @@ def spearman(x, y) -> float:
     """Spearman rank correlation (no ties expected)."""
     rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def model_world(folder: Path) -> str:
-    """The world a model folder was trained on (its training log's recipe), "palette" for the first toy."""
-    log = folder / "training_log.json"
-    recipe = json.loads(log.read_text()).get("recipe") if log.is_file() else None
-    return recipe.get("world", "palette") if isinstance(recipe, dict) else "palette"
 
 
 # ------------------------------------------------------------------------------ generation

@@ -181,8 +181,26 @@ def _user_stacklevel() -> int:
     return level
 
 
-def _nearest64(x: int) -> int:
-    return max(64, int(round(x / 64)) * 64)
+def size_multiple(pipe=None, spec=None) -> int:
+    """Height and width must be multiples of this: the VAE's downsampling times the UNet's (8 x 8 = 64 for SVD).
+
+    Read from the loaded pipeline's configs; with `pipe=None` (a command line checked before loading), from the
+    bundled toy's config files when `spec` is the toy's registry row, else SVD's 64.
+
+    >>> size_multiple()
+    64
+    """
+    if pipe is not None:
+        vae_blocks, unet_blocks = pipe.vae.config.block_out_channels, pipe.unet.config.down_block_types
+    elif spec is not None and spec.repo_id == "toy":
+        import json
+
+        from svdkit.toy import MODEL_PATH
+        vae_blocks = json.loads((MODEL_PATH / "vae" / "config.json").read_text())["block_out_channels"]
+        unet_blocks = json.loads((MODEL_PATH / "unet" / "config.json").read_text())["down_block_types"]
+    else:
+        return 64
+    return 2 ** (len(vae_blocks) - 1) * 2 ** (len(unet_blocks) - 1)
 
 
 def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -> dict:
@@ -198,12 +216,13 @@ def check_params(pipe, params: dict, guidance=None, sigmas=None, *, spec=None) -
     if p["decode_chunk_size"] is None:
         p["decode_chunk_size"] = _defaults(pipe, spec)["decode_chunk_size"]
 
+    m = size_multiple(pipe, spec)
     for name in ("height", "width"):
         v = p[name]
-        if not isinstance(v, (int, np.integer)) or v < 64 or v % 64:
-            near = _nearest64(v) if isinstance(v, (int, float, np.number)) and v > 0 else 64
-            raise ValueError(f"{name} must be a positive multiple of 64 (the VAE downsamples 8x and the UNet "
-                             f"halves that three times); got {v!r}, nearest valid is {near}")
+        if not isinstance(v, (int, np.integer)) or v < m or v % m:
+            near = max(m, int(round(v / m)) * m) if isinstance(v, (int, float, np.number)) and v > 0 else m
+            raise ValueError(f"{name} must be a positive multiple of {m} (the model's VAE downsampling times its "
+                             f"UNet's); got {v!r}, nearest valid is {near}")
     for name, lo in (("num_frames", 1), ("num_inference_steps", 1), ("fps", 1)):
         v = p[name]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
@@ -444,6 +463,9 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     embeddings, noisy_image, image_latents = encode_image(
         pipe, image, generator, height=H, width=W, noise_aug_strength=p["noise_aug_strength"])
 
+    if _is_toy(pipe):  # the toy knows a small world: say so when the picture is far from it (measured, cheap)
+        check_toy_picture(pipe, noisy_image, image_latents)
+
     # 2. Condition every frame on it: image latents beside every frame, fps/motion/noise as added time ids.
     cond = condition(embeddings, noisy_image, image_latents, fps=p["fps"],
                      motion_bucket_id=p["motion_bucket_id"], noise_aug_strength=p["noise_aug_strength"])
@@ -568,6 +590,36 @@ def encode_latents(pipe, pixels: torch.Tensor) -> torch.Tensor:
     with upcast_vae(vae):
         z = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
     return z.to("cpu", torch.float32)
+
+
+TOY_ROUND_TRIP_DB = 20.0
+"""Below this PSNR of its VAE round trip a picture is one the toy cannot draw: the toy's own world comes back at
+22 dB or more, photos, fine textures and (for the first toy) colours outside its palette at 7-18 dB."""
+
+
+def _is_toy(pipe) -> bool:
+    spec = getattr(getattr(pipe, "svdkit", None), "spec", None)
+    return getattr(spec, "repo_id", None) == "toy"
+
+
+def check_toy_picture(pipe, pixels: torch.Tensor, latents: torch.Tensor) -> float:
+    """Warn when the bundled toy cannot represent a picture; return the PSNR (dB) of its VAE round trip.
+
+    pixels (1, 3, H, W) in [-1, 1] and their unscaled latents (1, 4, h, w), as stage 1 made them. A picture the
+    toy's VAE cannot give back (a photo, fine texture, colours the toy never saw) is one its UNet cannot animate
+    either: one decode (a few milliseconds) tells, before the denoising starts.
+    """
+    from svdkit.metrics import psnr
+    from svdkit.toy import WORLD_DESCRIPTIONS, model_world
+    from svdkit.video import to_uint8
+
+    db = psnr(to_uint8(pixels)[0], to_uint8(decode_image(pipe, latents))[0])
+    if db < TOY_ROUND_TRIP_DB:
+        warnings.warn(f"the toy SVD cannot draw this picture: its VAE gives it back at only {db:.1f} dB PSNR (its "
+                      f"own world comes back at 22 dB or more), so expect a clip that does not hold it. The toy knows "
+                      f"{WORLD_DESCRIPTIONS[model_world()]}. For photos, use a real model: load_pipeline('svd-xt').",
+                      stacklevel=_user_stacklevel())
+    return db
 
 
 @torch.no_grad()

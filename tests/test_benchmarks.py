@@ -99,7 +99,7 @@ def test_toy_quality_pictures_and_references():
     back = bench.vae_round_trip(vae, clip)
     assert back.shape == clip.shape and back.dtype == np.uint8
     assert psnr(back[0], clip[0]) > 20 and not np.array_equal(back, clip)
-    assert bench.model_world(MODEL_PATH) == "palette"
+    assert bench.model_world(MODEL_PATH) == "palette"  # the shipped toy: the first world
 
 
 def test_toy_quality_names_a_missing_model(tmp_path):

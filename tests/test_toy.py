@@ -235,3 +235,30 @@ def test_vae_training_weighs_shapes_and_crops_on_the_latent_grid():
         assert hits
         offsets.add(hits[0])
     assert len(offsets) > 5
+
+
+def test_generate_on_the_toy_says_when_a_picture_is_beyond_it():
+    """A picture the toy's VAE cannot give back gets a warning naming the measured round trip and what the toy
+    knows, at the caller's line; the toy's own pictures get none. Sizes follow the loaded model, not SVD's 64."""
+    import warnings
+
+    import svdkit
+    from svdkit.sampling import size_multiple
+
+    pipe = svdkit.load_pipeline("toy")
+    picture = np.zeros((64, 64, 3), np.uint8)
+    picture[:] = (20, 70, 30)  # dark green, with a white disc and a blue square: colours the first toy never saw
+    yy, xx = np.mgrid[:64, :64]
+    picture[(yy - 20) ** 2 + (xx - 20) ** 2 < 81] = (250, 250, 250)
+    picture[36:50, 36:50] = (40, 90, 245)
+    with pytest.warns(UserWarning, match=r"cannot draw this picture: its VAE gives it back at only \d+\.\d dB") as w:
+        svdkit.generate(pipe, picture, num_inference_steps=1)
+    assert [x.filename for x in w if "cannot draw" in str(x.message)] == [__file__]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the toy SVD")
+        svdkit.generate(pipe, ROOT / "data" / "example_0.png", num_inference_steps=1)
+    m = size_multiple(pipe)
+    assert m == 2 ** (len(pipe.vae.config.block_out_channels) - 1) * 2 ** (len(pipe.unet.config.down_block_types) - 1)
+    assert svdkit.generate(pipe, picture, height=64 + m, width=64, num_inference_steps=1).frames.shape[1] == 64 + m
+    with pytest.raises(ValueError, match=f"height must be a positive multiple of {m}"):
+        svdkit.generate(pipe, picture, height=64 + m // 2, num_inference_steps=1)
