@@ -1,14 +1,15 @@
 """`Trace`: everything `generate(..., capture=True)` saw on the way from noise to video.
 
-Per-step tensors are laid out (num_steps, num_frames, 4, h, w), with h, w = H/8, W/8, and kept on the CPU.
+Per-step tensors are laid out (num_steps, num_frames, 4, h, w), with h, w the latent grid (H/8, W/8 for SVD),
+and kept on the CPU.
 
 >>> import svdkit
 >>> pipe = svdkit.load_pipeline("toy")
 >>> video = svdkit.generate(pipe, "data/example_0.png", num_inference_steps=4, capture=True)
 >>> video.trace.x0.shape
 torch.Size([4, 14, 4, 8, 8])
->>> video.trace.save("/tmp/trace.safetensors")
->>> svdkit.Trace.load("/tmp/trace.safetensors").sigmas.shape
+>>> path = video.trace.save("trace.safetensors")      # every tensor and setting, as safetensors
+>>> svdkit.Trace.load(path).sigmas.shape
 torch.Size([5])
 """
 

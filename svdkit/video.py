@@ -6,7 +6,7 @@ PATH, the binary bundled with imageio-ffmpeg is used. The models see pixels the 
 
 >>> import numpy as np, svdkit
 >>> clip = svdkit.Video(frames=np.zeros((14, 64, 64, 3), np.uint8), fps=7)
->>> path = clip.save("/tmp/black.mp4")          # also writes /tmp/black.json, the parameter record
+>>> path = clip.save("black.mp4")               # also writes black.json, the parameter record
 >>> svdkit.read_video(path).frames.shape
 (14, 64, 64, 3)
 >>> from svdkit.video import to_model, to_uint8

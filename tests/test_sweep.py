@@ -82,7 +82,7 @@ def test_bad_input_fails_before_model_work(tiny_pipe, tmp_path, monkeypatch):
     cases = [  # the bad value sits in the grid's last point, so every point is checked before the first runs
         ({"motion_bucket": [1, 2]}, {}, r"unknown parameter\(s\) \['motion_bucket'\]; a grid may use .*fps"),
         ({"motion_bucket_id": [0, 255], "fps": [7, 0]}, {}, "fps must be an integer >= 1, got 0"),
-        ({"height": [64, 100]}, {}, "height must be a positive multiple of 64.*got 100, nearest valid is 128"),
+        ({"height": [64, 100]}, {}, "height must be a positive multiple of 16.*got 100, nearest valid is 96"),
         ({"noise_aug_strength": [0.02, -1.0]}, {}, r"noise_aug_strength must be a number >= 0 \(SVD uses 0.0-0.1\)"),
         ({"max_guidance_scale": [3.0, float("nan")]}, {}, "max_guidance_scale must be a finite number >= 0"),
         ({"guidance": ["linear", "zigzag"]}, {}, "guidance must be one of .*'zigzag'"),

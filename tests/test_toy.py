@@ -243,7 +243,7 @@ def test_generate_on_the_toy_says_when_a_picture_is_beyond_it():
     import warnings
 
     import svdkit
-    from svdkit.sampling import size_multiple
+    from svdkit.inputs import size_multiple
 
     pipe = svdkit.load_pipeline("toy")
     picture = np.zeros((64, 64, 3), np.uint8)
@@ -259,6 +259,7 @@ def test_generate_on_the_toy_says_when_a_picture_is_beyond_it():
         svdkit.generate(pipe, ROOT / "data" / "example_0.png", num_inference_steps=1)
     m = size_multiple(pipe)
     assert m == 2 ** (len(pipe.vae.config.block_out_channels) - 1) * 2 ** (len(pipe.unet.config.down_block_types) - 1)
-    assert svdkit.generate(pipe, picture, height=64 + m, width=64, num_inference_steps=1).frames.shape[1] == 64 + m
+    example = ROOT / "data" / "example_0.png"
+    assert svdkit.generate(pipe, example, height=64 + m, width=64, num_inference_steps=1).frames.shape[1] == 64 + m
     with pytest.raises(ValueError, match=f"height must be a positive multiple of {m}"):
-        svdkit.generate(pipe, picture, height=64 + m // 2, num_inference_steps=1)
+        svdkit.generate(pipe, example, height=64 + m // 2, num_inference_steps=1)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Run", "optimizer_tensors", "load_optimizer", "rng_state", "set_rng_state"]
+__all__ = ["Run", "resume", "save_training", "optimizer_tensors", "load_optimizer", "rng_state", "set_rng_state"]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -74,6 +74,21 @@ class Run:
             return []
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+    def curve(self, stage: str, *fields: str) -> list[tuple]:
+        """A stage's logged rows over every sitting as (step, *fields), one per step (a step redone after a resume
+        keeps its last row)."""
+        rows = {r["step"]: tuple(r[f] for f in fields) for r in self.rows(stage=stage)}
+        return [(step, *rows[step]) for step in sorted(rows)]
+
+    def check_same(self, record: dict) -> None:
+        """Refuse (SystemExit, one line) to mix two trainings in one folder: ``record`` must match the first start's."""
+        starts = self.rows(stage="start")
+        old = {k: starts[0].get(k) for k in record} if starts else record
+        if old != record:
+            changed = ", ".join(f"{k}: {old[k]} -> {record[k]}" for k in record if old[k] != record[k])
+            raise SystemExit(f"--run-dir {self.folder} holds another training ({changed}); "
+                             "use another --run-dir, or the same settings")
 
     # -- checkpoints
     def due(self) -> bool:
@@ -149,3 +164,31 @@ def set_rng_state(rng: np.random.Generator, tensors: dict, rest: dict, gen: torc
     torch.set_rng_state(tensors["rng.torch"])
     if gen is not None:
         gen.set_state(tensors["rng.gen"])
+
+
+# ---------------------------------------------------------------------------------- a training loop's state
+def resume(run: Run | None, stage: str, model, opt, rng, gen=None, ema=None) -> int:
+    """Load the newest checkpoint of ``stage`` into the model, optimizer, EMA and random streams; the step it
+    reached (0 if there is none)."""
+    found = run.latest(stage) if run is not None else None
+    if found is None:
+        return 0
+    tensors, state = found
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_optimizer(opt, tensors, state["optimizer"])
+    set_rng_state(rng, tensors, state["rng"], gen)
+    if ema is not None:
+        for (n, _), e in zip(model.named_parameters(), ema):
+            e.copy_(tensors[f"ema.{n}"])
+    print(f"{stage}: resumed at step {state['step']} from {run.folder}", flush=True)
+    return int(state["step"])
+
+
+def save_training(run: Run, stage: str, step: int, model, opt, rng, gen=None, ema=None, **extra) -> None:
+    """Checkpoint ``stage`` at ``step``: the model, optimizer, random streams and (if given) the EMA weights."""
+    opt_t, opt_s = optimizer_tensors(opt)
+    rng_t, rng_s = rng_state(rng, gen)
+    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t, **rng_t}
+    if ema is not None:
+        tensors.update({f"ema.{n}": e for (n, _), e in zip(model.named_parameters(), ema)})
+    run.save(stage, step, tensors, {"optimizer": opt_s, "rng": rng_s, **extra})

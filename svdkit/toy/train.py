@@ -54,12 +54,14 @@ import torch
 import torch.nn.functional as F
 
 from svdkit.cli_args import count
-from svdkit.toy.checkpoint import Run, load_optimizer, optimizer_tensors, rng_state, set_rng_state
-from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip, scene_colours, shapes_kept
+from svdkit.toy.checkpoint import Run, resume, save_training
+from svdkit.toy.evaluate import averaged, evaluate
+from svdkit.toy.recipes import CLIP_CONFIG, RECIPES, SCHEDULER_CONFIG, Recipe, unet_config, vae_config
+from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip
 from svdkit.video import to_model
 
 __all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet",
-           "evaluate", "main"]
+           "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
@@ -92,80 +94,7 @@ NOISE_AUG_MAX = 0.2
 FPS_RANGE = (3.0, 30.0)
 
 LOG_EVERY = 25
-EVAL_SEED = HELD_OUT_SEED + 500  # held-out scenes for the learning curves (the benchmark starts at + 1000)
-EVAL_SCENES = 6
-EVAL_BUCKETS = (0, 128, 255)
 DEFAULT_RUNS = Path(os.environ.get("SVDKIT_CACHE", Path.home() / ".cache" / "svdkit")) / "toy_runs"
-
-_DOWN, _CROSS = "DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"
-_UP = {_DOWN: "UpBlockSpatioTemporal", _CROSS: "CrossAttnUpBlockSpatioTemporal"}
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """Everything that tells one toy design from another; ``RECIPES`` holds the ones worth rerunning.
-
-    The VAE downsamples ``2 ** (len(vae_blocks) - 1)`` times (the pipeline reads its scale factor from the same
-    config), so ``vae_blocks`` of three entries give 16x16 latents for 64-pixel frames, four give 8x8.
-    """
-
-    name: str
-    world: str = "palette"  # the scene distribution (svdkit.toy.world.WORLDS)
-    vae_blocks: tuple[int, ...] = (32, 32, 64, 64)
-    unet_blocks: tuple[int, ...] = (64, 64)
-    unet_down: tuple[str, ...] = (_CROSS, _DOWN)  # attention where CrossAttn...; outermost (finest) block first
-    vae_steps: int = 4000
-    pool_scenes: int = 250
-    unet_steps: int = 2200
-    shape_mask: str = "saturation"  # how the VAE finds the shapes it weighs: saturated pixels, or off-background
-    note: str = ""
-
-    @property
-    def factor(self) -> int:
-        return 2 ** (len(self.vae_blocks) - 1)
-
-
-RECIPES = {
-    "v1": Recipe("v1", note="the shipped weights: the palette world, 8x8 latents"),
-    # the second generation: a broad world, 16x16 latents (a 4x VAE), a three-level UNet; screened on two seeds each
-    "v2-attn8": Recipe("v2-attn8", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
-                       unet_down=(_DOWN, _CROSS, _DOWN), pool_scenes=500, unet_steps=8000, shape_mask="background",
-                       note="16x16 latents; attention at 8x8 only"),
-    "v2-attn84": Recipe("v2-attn84", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
-                        unet_down=(_DOWN, _CROSS, _CROSS), pool_scenes=500, unet_steps=8000,
-                        shape_mask="background", note="16x16 latents; attention at 8x8 and 4x4"),
-}
-
-CLIP_CONFIG = dict(
-    image_size=224, patch_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-    num_attention_heads=2, projection_dim=32,
-)
-SCHEDULER_CONFIG = dict(  # Stable Video Diffusion's own scheduler_config.json
-    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
-    num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
-    steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
-)
-
-
-def vae_config(recipe: Recipe) -> dict:
-    return dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=SIZE,
-                down_block_types=("DownEncoderBlock2D",) * len(recipe.vae_blocks), block_out_channels=recipe.vae_blocks)
-
-
-def unet_config(recipe: Recipe) -> dict:
-    return dict(
-        sample_size=SIZE // recipe.factor, in_channels=8, out_channels=4, num_frames=NUM_FRAMES,
-        down_block_types=recipe.unet_down, up_block_types=tuple(_UP[t] for t in reversed(recipe.unet_down)),
-        # 64 channels, not 32: every ResNet adds the time embedding (noise level, fps, bucket, noise aug) as a
-        # per-channel bias right before a GroupNorm with 32 groups. With 32 channels each group is a single
-        # channel, whose spatial mean the norm subtracts: the embedding would be erased.
-        block_out_channels=recipe.unet_blocks, layers_per_block=1, num_attention_heads=(4,) * len(recipe.unet_blocks),
-        cross_attention_dim=32,
-        # 8 sinusoidal features per id (frequencies 1, 0.1, 0.01, 0.001): fps - 1 and bucket mostly land on
-        # smooth, monotone features instead of ones that wrap around many times over their range
-        addition_time_embed_dim=8, projection_class_embeddings_input_dim=3 * 8,
-    )
-
 
 # ------------------------------------------------------------------------------ components
 def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
@@ -196,32 +125,6 @@ def _sample_motion(rng: np.random.Generator) -> tuple[float, float]:
     bucket = 0.0 if rng.random() < 0.05 else float(rng.uniform(0, 255))
     fps = float(np.exp(rng.uniform(np.log(FPS_RANGE[0]), np.log(FPS_RANGE[1]))))
     return bucket, fps
-
-
-def _resume(run: Run | None, stage: str, model, opt, rng, gen=None, ema=None) -> int:
-    """Load the newest checkpoint of ``stage`` into the model, optimizer, EMA and random streams; the step it
-    reached (0 if there is none)."""
-    found = run.latest(stage) if run is not None else None
-    if found is None:
-        return 0
-    tensors, state = found
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    load_optimizer(opt, tensors, state["optimizer"])
-    set_rng_state(rng, tensors, state["rng"], gen)
-    if ema is not None:
-        for (n, _), e in zip(model.named_parameters(), ema):
-            e.copy_(tensors[f"ema.{n}"])
-    print(f"{stage}: resumed at step {state['step']} from {run.folder}", flush=True)
-    return int(state["step"])
-
-
-def _checkpoint(run: Run, stage: str, step: int, model, opt, rng, gen=None, ema=None, **extra) -> None:
-    opt_t, opt_s = optimizer_tensors(opt)
-    rng_t, rng_s = rng_state(rng, gen)
-    tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t, **rng_t}
-    if ema is not None:
-        tensors.update({f"ema.{n}": e for (n, _), e in zip(model.named_parameters(), ema)})
-    run.save(stage, step, tensors, {"optimizer": opt_s, "rng": rng_s, **extra})
 
 
 # ------------------------------------------------------------------------------ 1. VAE
@@ -275,7 +178,7 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
     with torch.no_grad():  # start nearly deterministic: posterior std e^-3 instead of 1
         vae.quant_conv.bias[vae.config.latent_channels:] = -6.0
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
-    start = _resume(run, "vae", vae, opt, rng)
+    start = resume(run, "vae", vae, opt, rng)
     sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), start=start)
     log = []
     t0 = time.time()
@@ -308,7 +211,7 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
             if run is not None:
                 run.log(stage="vae", step=step, loss=round(loss.item(), 5), psnr=round(psnr, 2))
         if run is not None and (run.due() or step == steps - 1):
-            _checkpoint(run, "vae", step + 1, vae, opt, rng)
+            save_training(run, "vae", step + 1, vae, opt, rng)
     vae.eval()
     return log
 
@@ -415,7 +318,7 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     rest = [p for n, p in unet.named_parameters() if not n.startswith("add_embedding.")]
     opt = torch.optim.AdamW([{"params": rest}, {"params": cond, "lr": UNET_LR * COND_LR_MULT}],
                             lr=UNET_LR, weight_decay=0.01)
-    start = _resume(run, "unet", unet, opt, rng, gen, ema)
+    start = resume(run, "unet", unet, opt, rng, gen, ema)
     sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), start=start)
     stop = steps if until is None else min(steps, until)
     n, S, T = pool["latents"].shape[:3]  # scenes, speeds, frames per clip
@@ -490,13 +393,13 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             if run is not None:
                 run.log(stage="unet", step=step, loss=round(loss.item(), 5), sigma=round(float(sigma.mean()), 4))
         if run is not None and eval_every and (step + 1) % eval_every == 0:
-            with _averaged(unet, ema):
+            with averaged(unet, ema):
                 scores = evaluate(pipe, device=device, world=world)
             run.log(stage="eval", step=step + 1, **scores)
             print(f"eval {step + 1:5d}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
             unet.train()
         if run is not None and (run.due() or step == stop - 1):
-            _checkpoint(run, "unet", step + 1, unet, opt, rng, gen, ema)
+            save_training(run, "unet", step + 1, unet, opt, rng, gen, ema)
     if stop < steps:
         return log
     with torch.no_grad():
@@ -504,54 +407,6 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             p.copy_(e)
     unet.eval()
     return log
-
-
-class _averaged:
-    """``with _averaged(unet, ema):`` the UNet holds the EMA weights (in eval mode) inside the block."""
-
-    def __init__(self, unet, ema):
-        self.unet, self.ema = unet, ema
-
-    def __enter__(self):
-        self.saved = [p.detach().clone() for p in self.unet.parameters()]
-        with torch.no_grad():
-            for p, e in zip(self.unet.parameters(), self.ema):
-                p.copy_(e)
-        self.unet.eval()
-
-    def __exit__(self, *exc):
-        with torch.no_grad():
-            for p, s in zip(self.unet.parameters(), self.saved):
-                p.copy_(s)
-
-
-@torch.no_grad()
-def evaluate(pipe, *, device: str = "cpu", world: str = "palette", scenes: int = EVAL_SCENES,
-             buckets=EVAL_BUCKETS, steps: int = 10) -> dict:
-    """Score a pipeline for the learning curves: held-out scenes of ``world`` at ``buckets`` (fps 7, ``steps``
-    sampling steps, guidance 1 -> 3, as the stock pipeline does it). Returns ``kept`` (share of frames that keep
-    the scene's shapes, check 4 of the benchmark), ``kept_255`` (the same at the top bucket) and ``first_psnr`` (dB,
-    frame 0 against the input)."""
-    from PIL import Image
-
-    from svdkit.metrics import psnr
-
-    pipe.set_progress_bar_config(disable=True)
-    kept, top, first = [], [], []
-    for seed in range(EVAL_SEED, EVAL_SEED + scenes):
-        image = render_clip(seed, num_frames=1, world=world)[0]
-        colours, bg = scene_colours(seed, world=world), render_background(seed, world=world)
-        for bucket in buckets:
-            frames = pipe(Image.fromarray(image), height=SIZE, width=SIZE, num_frames=NUM_FRAMES, fps=7,
-                          motion_bucket_id=bucket, noise_aug_strength=0.02, num_inference_steps=steps,
-                          generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
-            frames = np.clip(np.rint(frames * 255), 0, 255).astype(np.uint8)  # (F, H, W, 3)
-            k = float(shapes_kept(frames, colours, bg).mean())
-            kept.append(k)
-            top += [k] if bucket == max(buckets) else []
-            first.append(psnr(frames[0], image))
-    return {"kept": round(float(np.mean(kept)), 4), "kept_255": round(float(np.mean(top)), 4),
-            "first_psnr": round(float(np.mean(first)), 3)}
 
 
 def _warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1, start: int = 0):
@@ -594,23 +449,6 @@ def _smoke_generate(folder: Path) -> tuple:
     frames = pipe(image, height=SIZE, width=SIZE, num_frames=NUM_FRAMES, num_inference_steps=2,
                   generator=torch.Generator().manual_seed(0), output_type="np").frames[0]
     return frames.shape
-
-
-def _curve(run: Run, stage: str, *fields: str) -> list:
-    """A stage's logged rows over every sitting, one per step (a step redone after a resume keeps its last row)."""
-    rows = {r["step"]: tuple(r[f] for f in fields) for r in run.rows(stage=stage)}
-    return [(step, *rows[step]) for step in sorted(rows)]
-
-
-def _same_run(run: Run, record: dict) -> None:
-    """Refuse to mix two different trainings in one run folder."""
-    starts = run.rows(stage="start")
-    if starts:
-        old = {k: starts[0].get(k) for k in record}
-        if old != record:
-            changed = ", ".join(f"{k}: {old[k]} -> {record[k]}" for k in record if old[k] != record[k])
-            raise SystemExit(f"--run-dir {run.folder} holds another training ({changed}); "
-                             "use another --run-dir, or the same settings")
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -664,7 +502,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     run = Run(run_dir, every_minutes=args.checkpoint_minutes)
     record = {"recipe": recipe.name, "seed": args.seed, "vae_steps": vae_steps, "pool_scenes": pool_scenes,
               "pool_seed": args.pool_seed, "unet_steps": unet_steps, "vae_from": str(vae_from) if vae_from else None}
-    _same_run(run, record)
+    run.check_same(record)
     run.log(stage="start", **record, resume=args.resume, threads=args.threads, device=args.device)
     t_start = time.time()
 
@@ -681,7 +519,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     else:
         vae_log = train_vae(pipe.vae, vae_steps, device=args.device, seed=args.seed, batch=batches["vae"],
                             recipe=recipe, run=run)
-        vae_log = _curve(run, "vae", "loss", "psnr")  # every sitting's rows, not just this one's
+        vae_log = run.curve("vae", "loss", "psnr")  # every sitting's rows, not just this one's
         scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
                                                 clips=4 if args.smoke else 48, world=recipe.world)
         pipe.vae.register_to_config(scaling_factor=scaling_factor)
@@ -715,7 +553,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         run.log(stage="stop", step=args.until_step)
         print(f"stopped at UNet step {args.until_step} of {unet_steps}; continue with --resume", flush=True)
         return None
-    unet_log = _curve(run, "unet", "loss")
+    unet_log = run.curve("unet", "loss")
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
     pipe.to("cpu")
