@@ -163,7 +163,7 @@ def _as_frame(image, height: int, width: int) -> np.ndarray:
     """`image` (anything `load_image` reads) as uint8 (H, W, 3) at the clip's size."""
     from PIL import Image
 
-    from svdkit.sampling import load_image
+    from svdkit.inputs import load_image
 
     pil = load_image(image)
     if pil.size != (width, height):
