@@ -61,28 +61,40 @@ def test_optimizer_and_random_streams_round_trip():
     assert torch.equal(model.weight, copy.weight)
 
 
-def _train(*args):
-    done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", "--smoke", "--recipe", "v2-attn8", "--threads",
-                           "1", "--vae-steps", "2", "--unet-steps", "4", "--eval-every", "0", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return done
+def _train(capsys, *args) -> tuple[int, str, str]:
+    """One training in this process, as the command line runs it: (exit code, stdout, stderr)."""
+    from svdkit.toy import train
+
+    threads = torch.get_num_threads()
+    try:
+        train.main(["--smoke", "--recipe", "v2-attn8", "--threads", "1", "--vae-steps", "2", "--unet-steps", "4",
+                    "--eval-every", "0", *map(str, args)])
+        code = 0
+    except SystemExit as stop:  # argparse's errors exit 2; a refused run folder exits with its message
+        code = stop.code if isinstance(stop.code, int) else 1
+        if not isinstance(stop.code, int):
+            print(stop.code, file=sys.stderr)
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.mark.slow
-def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
+def test_a_stopped_training_resumes_to_the_same_weights(tmp_path, capsys):
     from safetensors.torch import load_file
 
-    whole = _train("--run-dir", tmp_path / "a", "--out", tmp_path / "out_a")
-    assert whole.returncode == 0, whole.stderr[-2000:]
-    first = _train("--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--until-step", 2)
-    assert first.returncode == 0 and "continue with --resume" in first.stdout
+    code, _, err = _train(capsys, "--run-dir", tmp_path / "a", "--out", tmp_path / "out_a")
+    assert code == 0, err[-2000:]
+    code, out, _ = _train(capsys, "--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--until-step", 2)
+    assert code == 0 and "continue with --resume" in out
     assert not (tmp_path / "out_b").exists() and Run(tmp_path / "b").step("unet") == 2
-    again = _train("--run-dir", tmp_path / "b", "--out", tmp_path / "out_b")  # forgot --resume: refused, nothing lost
-    assert again.returncode == 2 and "--resume" in again.stderr and Run(tmp_path / "b").step("unet") == 2
-    other = _train("--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--resume", "--seed", 3)
-    assert other.returncode != 0 and "seed: 0 -> 3" in other.stderr
-    rest = _train("--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--resume")
-    assert rest.returncode == 0 and "resumed at step 2" in rest.stdout, rest.stderr[-2000:]
+    code, _, err = _train(capsys, "--run-dir", tmp_path / "b", "--out", tmp_path / "out_b")  # forgot --resume
+    assert code == 2 and "--resume" in err and Run(tmp_path / "b").step("unet") == 2
+    code, _, err = _train(capsys, "--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--resume", "--seed", 3)
+    assert code != 0 and "seed: 0 -> 3" in err
+    code, out, err = _train(capsys, "--run-dir", tmp_path / "b", "--out", tmp_path / "out_b", "--resume")
+    assert code == 0 and "resumed at step 2" in out, err[-2000:]
 
     name = "unet/diffusion_pytorch_model.safetensors"
     a, b = load_file(str(tmp_path / "out_a" / name)), load_file(str(tmp_path / "out_b" / name))
