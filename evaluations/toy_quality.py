@@ -178,8 +178,16 @@ def write_samples(prefix: Path, rows: dict, truth: np.ndarray, title: str) -> No
     print(f"samples: {prefix.with_suffix('.png')}, {prefix.with_suffix('.gif')}", flush=True)
 
 
+LINES: list[str] = []  # everything printed, for --write
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+    LINES.append(text)
+
+
 def report(name: str, value: float, target: str, ok: bool, extra: str = "") -> bool:
-    print(f"{'PASS' if ok else 'FAIL'}  {name:<48} {value:8.3f}   target {target:<10} {extra}", flush=True)
+    say(f"{'PASS' if ok else 'FAIL'}  {name:<48} {value:8.3f}   target {target:<10} {extra}")
     return ok
 
 
@@ -201,6 +209,7 @@ def main(argv=None) -> int:
                    help="the world of the held-out scenes (default: the one --model was trained on)")
     p.add_argument("--threads", type=count(1), default=2)
     p.add_argument("--no-speed", action="store_true", help="skip check 4 (timings want an otherwise idle machine)")
+    p.add_argument("--write", action="store_true", help="also append the results to benchmarks/RESULTS.md")
     p.add_argument("--samples", type=Path, default=None, metavar="PREFIX",
                    help="also write PREFIX.png (filmstrips) and PREFIX.gif (side by side) of a moving scene's clips")
     args = p.parse_args(argv)
@@ -213,7 +222,7 @@ def main(argv=None) -> int:
     pipe = _load(args.model)
     seeds = [FIRST_SEED + i for i in range(n)]
     pictures = {"world": [world_picture(s, world) for s in seeds], "drawn": [drawn_picture(i) for i in range(n)]}
-    print(f"toy SVD quality: {n} pictures of each kind per setting, model {args.model}, world {world}", flush=True)
+    say(f"toy SVD quality: {n} pictures of each kind per setting, model folder {args.model.name}, world {world}")
 
     # 1. generate every setting once
     ok = []
@@ -247,7 +256,7 @@ def main(argv=None) -> int:
     trip = [float(shapes_kept(vae_round_trip(pipe.vae, render_clip(s, b, SWEEP_FPS, world=world)), c, bg).mean())
             for s, (_, c, bg) in zip(seeds, pictures["world"]) for b in KEPT_BUCKETS]
     kept = float(np.mean(list(by_kind.values())))
-    print(f"\nshapes kept over buckets {KEPT_BUCKETS}: world {by_kind['world']:.3f}, drawn {by_kind['drawn']:.3f}"
+    say(f"\nshapes kept over buckets {KEPT_BUCKETS}: world {by_kind['world']:.3f}, drawn {by_kind['drawn']:.3f}"
           f" (the world's own clips {np.mean(true):.3f}, their VAE round trips {np.mean(trip):.3f})")
     ok.append(report("1a. frames keeping their shapes (both kinds)", kept, ">= 0.85", kept >= 0.85))
     ok.append(report("1b. the same at bucket 255", float(np.mean(at_top)), ">= 0.75", np.mean(at_top) >= 0.75))
@@ -258,10 +267,10 @@ def main(argv=None) -> int:
         made = [render_clip(s, b, fps, world=world) for s in seeds] if truth else clips[("world", b, fps)]
         return float(np.nanmean([motion(c, colours, bg) for c, (_, colours, bg) in zip(made, pics)]))
 
-    print(f"\nmotion (pixels per frame) against motion_bucket_id at fps {SWEEP_FPS}:")
+    say(f"\nmotion (pixels per frame) against motion_bucket_id at fps {SWEEP_FPS}:")
     sweep = [mean_motion(b, SWEEP_FPS) for b in BUCKETS]
     for b, m in zip(BUCKETS, sweep):
-        print(f"  bucket {b:3d}: generated {m:5.2f}   true {mean_motion(b, SWEEP_FPS, truth=True):5.2f}"
+        say(f"  bucket {b:3d}: generated {m:5.2f}   true {mean_motion(b, SWEEP_FPS, truth=True):5.2f}"
               f"   (world: {pixels_per_frame(b, SWEEP_FPS):.2f} px/frame)")
     ok.append(report("2a. Spearman(motion, bucket)", spearman(sweep, BUCKETS), ">= 0.9",
                      spearman(sweep, BUCKETS) >= 0.9))
@@ -272,13 +281,13 @@ def main(argv=None) -> int:
                      ">= 2", lo / max(hi, 1e-6) >= 2, f"({lo:.2f} and {hi:.2f} px/frame)"))
 
     # 4. first frames
-    print()
+    say()
     for kind, values in firsts.items():
         ok.append(report(f"3. first-frame PSNR (dB), {kind}", float(np.mean(values)), ">= 25",
                          np.mean(values) >= 25, f"(min {min(values):.1f})"))
 
     # 5. speed, the reference timed in turn with the same picture
-    print()
+    say()
     image = pictures["world"][0][0]
     reference = _load(args.reference) if args.reference else None
     for steps, limit in () if args.no_speed else ((25, 4.0), (10, 2.0)):
@@ -290,7 +299,11 @@ def main(argv=None) -> int:
         ok.append(report(f"4. seconds for 14 frames, {steps} steps, guidance", med, f"<= {limit:g}", med <= limit,
                          extra))
 
-    print(f"\n{sum(ok)}/{len(ok)} passed")
+    say(f"\n{sum(ok)}/{len(ok)} passed")
+    if args.write:  # the benchmarks' results file, through their writer
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        from report import append_results
+        append_results(f"toy_quality: {args.model.name} ({world} world)", LINES)
     return 0 if all(ok) else 1
 
 
