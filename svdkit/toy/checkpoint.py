@@ -83,6 +83,7 @@ class Run:
 
     def check_same(self, record: dict) -> None:
         """Refuse (SystemExit, one line) to mix two trainings in one folder: ``record`` must match the first start's."""
+        record = json.loads(json.dumps(record))  # as the log holds it (tuples become lists)
         starts = self.rows(stage="start")
         old = {k: starts[0].get(k) for k in record} if starts else record
         if old != record:

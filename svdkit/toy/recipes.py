@@ -48,10 +48,10 @@ class Recipe:
 RECIPES = {
     "v1": Recipe("v1", note="the shipped weights: the palette world, 8x8 latents"),
     # the second generation: a broad world, 16x16 latents (a 4x VAE), a three-level UNet; screened on two seeds each
-    "v2-attn8": Recipe("v2-attn8", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
+    "v2-attn8": Recipe("v2-attn8", world="broad", vae_blocks=(64, 64, 64), unet_blocks=(64, 64, 64),
                        unet_down=(_DOWN, _CROSS, _DOWN), pool_scenes=500, unet_steps=8000, shape_mask="background",
                        note="16x16 latents; attention at 8x8 only"),
-    "v2-attn84": Recipe("v2-attn84", world="broad", vae_blocks=(32, 64, 64), unet_blocks=(64, 64, 64),
+    "v2-attn84": Recipe("v2-attn84", world="broad", vae_blocks=(64, 64, 64), unet_blocks=(64, 64, 64),
                         unet_down=(_DOWN, _CROSS, _CROSS), pool_scenes=500, unet_steps=8000,
                         shape_mask="background", note="16x16 latents; attention at 8x8 and 4x4"),
 }

@@ -500,8 +500,9 @@ def main(argv: list[str] | None = None) -> Path | None:
                        else Path(__file__).parent / "model" if recipe.name == "v1" else run_dir / "pipeline")
     torch.set_num_threads(args.threads)
     run = Run(run_dir, every_minutes=args.checkpoint_minutes)
-    record = {"recipe": recipe.name, "seed": args.seed, "vae_steps": vae_steps, "pool_scenes": pool_scenes,
-              "pool_seed": args.pool_seed, "unet_steps": unet_steps, "vae_from": str(vae_from) if vae_from else None}
+    record = {"recipe": dataclasses.asdict(recipe), "seed": args.seed, "vae_steps": vae_steps,
+              "pool_scenes": pool_scenes, "pool_seed": args.pool_seed, "unet_steps": unet_steps,
+              "vae_from": str(vae_from) if vae_from else None}
     run.check_same(record)
     run.log(stage="start", **record, resume=args.resume, threads=args.threads, device=args.device)
     t_start = time.time()
