@@ -1,5 +1,4 @@
-"""Does the toy VAE's latent space fight motion? Decode halfway mixes of the latents of a shape and of the same
-shape moved, and count the mixes that come back in a colour the picture does not have.
+"""Does the toy VAE's latent space fight motion, or lose colours? Two cheap diagnostics of a VAE alone.
 
     python evaluations/latent_mixes.py                       # the shipped VAE
     python evaluations/latent_mixes.py --model DIR           # another pipeline folder (or a run folder with vae/)
@@ -11,6 +10,11 @@ generated clips. A good latent space decodes every such mix as the shape's own c
 background. For each palette colour and each shift, a disc of radius 7 on a dull background is encoded at x and
 x + shift, the two latents averaged, and the mix decoded; it is a *colour change* when 6 or more pixels lie
 farther than 60 (RGB) from every blend of the disc's colour and the background.
+
+The second diagnostic round-trips flat frames of one colour each. A decoder whose last GroupNorm has one channel
+per group (32 channels at full resolution, 32 groups) subtracts each channel's mean over the frame: it cannot say
+what colour a flat background is, and returns it greyish (the first toy's VAE gives flat red 200, 30, 30 back as
+108, 97, 92). ``flat_colour_error`` is the mean RGB distance of such round trips.
 """
 
 from __future__ import annotations
@@ -53,6 +57,19 @@ def colour_changed(image: np.ndarray, rgb, *, max_distance: float = 60.0, min_ar
     return bool(_blobs(distance > max_distance, min_area))
 
 
+FLAT_COLOURS = ((200, 30, 30), (30, 200, 60), (20, 60, 160), (230, 230, 60), (40, 40, 40), (230, 230, 230))
+
+
+@torch.no_grad()
+def flat_colour_error(vae, colours=FLAT_COLOURS) -> float:
+    """Mean RGB distance (0..441) between flat 64x64 frames of ``colours`` and their VAE round trips."""
+    frames = np.stack([np.full((64, 64, 3), c, np.uint8) for c in colours])
+    pixels = torch.from_numpy(frames).float().permute(0, 3, 1, 2) / 127.5 - 1  # (N, 3, H, W)
+    back = vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=1).sample.clamp(-1, 1)
+    back = ((back + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    return float(np.linalg.norm(back - frames, axis=-1).mean())
+
+
 def colour_changes(vae, colours: dict = PALETTE, shifts=SHIFTS) -> dict[str, list[bool]]:
     """For each colour, one flag per shift: did the halfway mix change colour?"""
     return {name: [colour_changed(decoded_mix(vae, rgb, s), rgb) for s in shifts] for name, rgb in colours.items()}
@@ -74,6 +91,7 @@ def main(argv=None) -> int:
         print(f"{name:<12}" + "".join(f"{'  X ' if f else '  . '}" for f in flags))
     total = sum(map(sum, table.values()))
     print(f"{total} of {len(table) * len(SHIFTS)} mixes changed colour")
+    print(f"flat frames of {len(FLAT_COLOURS)} colours come back {flat_colour_error(vae):.0f} (RGB distance) away")
     return 0
 
 
