@@ -212,7 +212,7 @@ def test_vae_training_weighs_shapes_and_crops_on_the_latent_grid():
     one window for every frame of a chunk, at multiples of 8 pixels (the latent grid)."""
     import torch
 
-    from svdkit.toy.train import _crop, shape_weights
+    from svdkit.toy.train import crop, shape_weights
     from svdkit.video import to_model
 
     clip = render_clip(3, 255, 7, num_frames=4)  # (4, 64, 64, 3)
@@ -228,10 +228,10 @@ def test_vae_training_weighs_shapes_and_crops_on_the_latent_grid():
     rng = np.random.default_rng(0)
     offsets = set()
     for _ in range(50):
-        crop = _crop(clip, 32, rng)
-        assert crop.shape == (4, 32, 32, 3)
+        window = crop(clip, 32, rng)
+        assert window.shape == (4, 32, 32, 3)
         hits = [(y, x) for y in range(0, 33, 8) for x in range(0, 33, 8)
-                if all(np.array_equal(crop[f], clip[f, y: y + 32, x: x + 32]) for f in range(4))]
+                if all(np.array_equal(window[f], clip[f, y: y + 32, x: x + 32]) for f in range(4))]
         assert hits
         offsets.add(hits[0])
     assert len(offsets) > 5

@@ -29,17 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svdkit.files import atomic_write
+
 __all__ = ["Run", "resume", "save_training", "optimizer_tensors", "load_optimizer", "rng_state", "set_rng_state"]
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write a small file atomically: a reader sees the old content or the new, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:  # a reader sees the old content or the new, never a mix
+        tmp.write_text(text)
 
 
 class Run:

@@ -54,14 +54,15 @@ import torch
 import torch.nn.functional as F
 
 from svdkit.cli_args import count
+from svdkit.files import atomic_write
 from svdkit.toy.checkpoint import Run, resume, save_training
 from svdkit.toy.evaluate import averaged, evaluate
 from svdkit.toy.recipes import CLIP_CONFIG, RECIPES, SCHEDULER_CONFIG, Recipe, unet_config, vae_config
 from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip
 from svdkit.video import to_model
 
-__all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "encode_pool", "train_unet",
-           "main"]
+__all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "crop", "edges", "warmup_cosine",
+           "encode_pool", "train_unet", "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
@@ -128,7 +129,7 @@ def _sample_motion(rng: np.random.Generator) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ 1. VAE
-def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
@@ -149,7 +150,7 @@ def shape_weights(x: torch.Tensor, weight: float, background: torch.Tensor | Non
     return 1.0 + weight * near
 
 
-def _crop(frames: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
+def crop(frames: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8) -> np.ndarray:
     """The same `size` x `size` window of every frame (F, H, W, C), at an offset on the latent grid (`grid` px)."""
     y, x = grid * rng.integers((frames.shape[1] - size) // grid + 1, size=2)
     return frames[:, y: y + size, x: x + size]
@@ -179,14 +180,14 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
         vae.quant_conv.bias[vae.config.latent_channels:] = -6.0
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, betas=(0.9, 0.99), weight_decay=0.0)
     start = resume(run, "vae", vae, opt, rng)
-    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), start=start)
+    sched = warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), start=start)
     log = []
     t0 = time.time()
     for step in range(start, steps):
         # (B*K, h, w, 6): B chunks of K consecutive frames, each from a fresh training scene, and their backgrounds
         whole = step >= steps * (1 - VAE_FULL)
         chunks = [_vae_chunk(rng, recipe) for _ in range(max(1, batch // 4) if whole else batch)]
-        frames = np.concatenate(chunks if whole else [_crop(c, VAE_CROP, rng, recipe.factor) for c in chunks])
+        frames = np.concatenate(chunks if whole else [crop(c, VAE_CROP, rng, recipe.factor) for c in chunks])
         x = to_model(frames[..., :3]).to(device)  # (B*K, 3, h, w)
         bg = to_model(frames[..., 3:]).to(device) if recipe.shape_mask == "background" else None
         weight = shape_weights(x, VAE_SHAPE_WEIGHT, bg)  # (B*K, 1, h, w)
@@ -196,7 +197,7 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
         err = y - x
         mse = (err**2).mean()
         recon = (weight * err.abs()).mean() + (weight * err**2).mean()
-        edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
+        edge = sum(F.l1_loss(a, b) for a, b in zip(edges(y), edges(x)))
         loss = recon + 0.5 * edge + VAE_KL * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,10 +262,9 @@ def encode_pool(vae, n_scenes: int, *, device: str, seed: int = SEED, num_frames
 def _save_pool(pool: dict, path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"frames": torch.from_numpy(pool["frames"]), "latents": pool["latents"].contiguous(),
-               "step": torch.from_numpy(pool["step"])}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file({"frames": torch.from_numpy(pool["frames"]), "latents": pool["latents"].contiguous(),
+                   "step": torch.from_numpy(pool["step"])}, str(tmp))
 
 
 def _load_pool(path: Path) -> dict:
@@ -319,7 +319,7 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     opt = torch.optim.AdamW([{"params": rest}, {"params": cond, "lr": UNET_LR * COND_LR_MULT}],
                             lr=UNET_LR, weight_decay=0.01)
     start = resume(run, "unet", unet, opt, rng, gen, ema)
-    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), start=start)
+    sched = warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), start=start)
     stop = steps if until is None else min(steps, until)
     n, S, T = pool["latents"].shape[:3]  # scenes, speeds, frames per clip
     K = min(UNET_SPEEDS, S)  # clips per scene in a batch
@@ -409,7 +409,7 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
     return log
 
 
-def _warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1, start: int = 0):
+def warmup_cosine(opt, steps: int, warmup: int, floor: float = 0.1, start: int = 0):
     """Linear warm-up over `warmup` steps, then a cosine from the full rate down to `floor` of it; `start` resumes
     the schedule at that step."""
     def factor(i):

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from svdkit.cli_args import count
 from svdkit.toy import TEXT_MODEL_PATH
-from svdkit.toy.train import _crop, _edges, _warmup_cosine, shape_weights  # the toy SVD's
+from svdkit.toy.train import crop, edges, shape_weights, warmup_cosine  # the toy SVD's
 from svdkit.toy.world import HELD_OUT_SEED, PALETTE, SHAPE_KINDS, caption, render_clip
 from svdkit.video import to_model
 
@@ -216,7 +216,7 @@ def render_images(n: int, seed: int = SEED) -> tuple[np.ndarray, list[str]]:
 
 def _crops(images: np.ndarray, idx: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Square crops of `size` pixels at offsets on the latent grid (multiples of 8), one per index."""
-    return np.concatenate([_crop(images[i: i + 1], size, rng) for i in idx])
+    return np.concatenate([crop(images[i: i + 1], size, rng) for i in idx])
 
 
 def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: list | None = None) -> list:
@@ -232,7 +232,7 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
         vae.quant_conv.bias[vae.config.latent_channels:] = VAE_LOGVAR_INIT
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=VAE_LR, weight_decay=0.0)
-    sched = _warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), floor=0.05)
+    sched = warmup_cosine(opt, steps, warmup=min(50, steps // 10 + 1), floor=0.05)
     log = [] if log is None else log
     t0 = time.time()
     for step in range(steps):
@@ -244,7 +244,7 @@ def train_vae(vae, images: np.ndarray, steps: int, *, seed: int = SEED, log: lis
         y = vae.decode(z).sample  # (B, 3, H, W)
         w = shape_weights(x, VAE_SHAPE_WEIGHT)  # (B, 1, H, W)
         mse = F.mse_loss(y, x)
-        edge = sum(F.l1_loss(a, b) for a, b in zip(_edges(y), _edges(x)))
+        edge = sum(F.l1_loss(a, b) for a, b in zip(edges(y), edges(x)))
         loss = ((y - x).abs() * w).mean() + ((y - x) ** 2 * w).mean() + 0.5 * edge \
             + VAE_KL * post.kl().mean() / z[0].numel()
         opt.zero_grad(set_to_none=True)
@@ -330,7 +330,7 @@ def train_diffusion(pipe, latents: tuple[torch.Tensor, torch.Tensor], captions: 
     text_encoder.train()
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=DIFFUSION_LR, weight_decay=0.01)
-    sched = _warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), floor=0.05)
+    sched = warmup_cosine(opt, steps, warmup=min(100, steps // 10 + 1), floor=0.05)
     log = [] if log is None else log
     t0 = time.time()
     for step in range(steps):
