@@ -33,8 +33,9 @@ def _run_dir(root: Path, recipe: str, seed: int) -> Path:
 
 
 def screen(recipes, seeds, *, budget: int, turn: int, root: Path = train.DEFAULT_RUNS, threads: int = 1,
-           device: str = "cpu") -> None:
-    """Train every (recipe, seed) to ``budget`` UNet steps in turns of ``turn`` steps (resumable)."""
+           device: str = "cpu", vae_from: Path | None = None) -> None:
+    """Train every (recipe, seed) to ``budget`` UNet steps in turns of ``turn`` steps (resumable). With
+    ``vae_from`` (a folder holding a trained ``vae/``) every run starts from that VAE instead of training one."""
     first = _run_dir(root, recipes[0], seeds[0])
     for target in [*range(turn, budget, turn), budget]:
         for recipe in recipes:
@@ -45,8 +46,8 @@ def screen(recipes, seeds, *, budget: int, turn: int, root: Path = train.DEFAULT
                 argv = ["--recipe", recipe, "--seed", str(seed), "--run-dir", str(folder), "--resume",
                         "--until-step", str(target), "--eval-every", str(turn), "--threads", str(threads),
                         "--device", device, "--pool-seed", str(seeds[0])]
-                if folder != first:
-                    argv += ["--vae-from", str(first)]
+                if vae_from is not None or folder != first:
+                    argv += ["--vae-from", str(vae_from or first)]
                 train.main(argv)
 
 
@@ -101,12 +102,14 @@ def main(argv=None) -> None:
     p.add_argument("--root", type=Path, default=train.DEFAULT_RUNS, help="where the run folders live")
     p.add_argument("--threads", type=count(1), default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--vae-from", type=Path, default=None,
+                   help="a folder holding a trained vae/ (e.g. a committed checkpoint) that every run starts from")
     p.add_argument("--table", type=Path, default=None, metavar="PNG",
                    help="print the table so far and draw the curves to PNG, instead of training")
     args = p.parse_args(argv)
     if args.table is None:
         screen(args.recipes, args.seeds, budget=args.budget, turn=args.turn, root=args.root, threads=args.threads,
-               device=args.device)
+               device=args.device, vae_from=args.vae_from)
     print(table(args.recipes, args.seeds, root=args.root, plot=args.table))
 
 

@@ -537,7 +537,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     # 2. latent pool, encoded once per VAE and kept beside it
     t0 = time.time()
     pool_seed = args.seed if args.pool_seed is None else args.pool_seed
-    pool_file = vae_dir / f"pool-{pool_scenes}-seed{pool_seed}.safetensors"
+    pool_home = vae_dir if (vae_dir / "log.jsonl").exists() else run_dir  # beside a run's VAE, never in a copy
+    pool_file = pool_home / f"pool-{pool_scenes}-seed{pool_seed}.safetensors"
     if pool_file.is_file():
         pool = _load_pool(pool_file)
     else:
