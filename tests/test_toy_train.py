@@ -114,3 +114,14 @@ def test_training_refuses_bad_options_before_any_work(args, message, tmp_path):
     done = subprocess.run([sys.executable, "-m", "svdkit.toy.train", *args, "--run-dir", str(tmp_path / "r")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_run_folder_takes_one_training_at_a_time(tmp_path):
+    holder = Run(tmp_path)
+    holder.lock()
+    take = [sys.executable, "-c", f"from svdkit.toy.checkpoint import Run; Run({str(tmp_path)!r}).lock()"]
+    other = subprocess.run(take, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 1 and "is in use by another training" in other.stderr
+    holder._lock.close()  # released: the next one gets it
+    again = subprocess.run(take, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr

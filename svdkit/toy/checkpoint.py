@@ -54,6 +54,21 @@ class Run:
         self.every = 60.0 * every_minutes
         self.keep = keep
         self._last = time.monotonic()
+        self._lock = None
+
+    def lock(self) -> None:
+        """Hold the folder for this process: a second training started on it stops at once with a clear message,
+        instead of both writing the same checkpoints. Released when the process ends."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        self._lock = open(self.folder / "lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SystemExit(f"{self.folder} is in use by another training; wait for it to stop, or use another "
+                             "--run-dir") from None
 
     # -- the log
     def log(self, **row) -> None:

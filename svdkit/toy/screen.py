@@ -107,6 +107,8 @@ def main(argv=None) -> None:
     p.add_argument("--table", type=Path, default=None, metavar="PNG",
                    help="print the table so far and draw the curves to PNG, instead of training")
     args = p.parse_args(argv)
+    if args.vae_from is not None and not (args.vae_from / "vae" / "config.json").is_file():
+        p.error(f"--vae-from: no trained VAE (vae/config.json) in {args.vae_from}")
     if args.table is None:
         screen(args.recipes, args.seeds, budget=args.budget, turn=args.turn, root=args.root, threads=args.threads,
                device=args.device, vae_from=args.vae_from)

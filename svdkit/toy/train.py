@@ -500,6 +500,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                        else Path(__file__).parent / "model" if recipe.name == "v1" else run_dir / "pipeline")
     torch.set_num_threads(args.threads)
     run = Run(run_dir, every_minutes=args.checkpoint_minutes)
+    run.lock()
     record = {"recipe": dataclasses.asdict(recipe), "seed": args.seed, "vae_steps": vae_steps,
               "pool_scenes": pool_scenes, "pool_seed": args.pool_seed, "unet_steps": unet_steps,
               "vae_from": str(vae_from) if vae_from else None}
