@@ -7,6 +7,7 @@ safetensors (tensors) and JSON (numbers, random-generator states): nothing is un
 Layout of a run folder::
 
     log.jsonl                  one JSON object a line: training rows, evaluations, starts and stops
+    lock                       held by the training that runs in the folder (one at a time)
     <stage>-latest.json        names the newest complete checkpoint of a stage ("vae", "unet")
     <stage>-000600/            tensors.safetensors + state.json, written as <stage>-000600.tmp/ then renamed
 
