@@ -125,3 +125,14 @@ def test_a_run_folder_takes_one_training_at_a_time(tmp_path):
     holder._lock.close()  # released: the next one gets it
     again = subprocess.run(take, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+def test_averaged_weights_are_lent_for_the_block_only():
+    from svdkit.toy.evaluate import averaged
+
+    model = torch.nn.Linear(3, 2).train()
+    own = [p.detach().clone() for p in model.parameters()]
+    ema = [torch.full_like(p, 0.5) for p in model.parameters()]
+    with averaged(model, ema):
+        assert all(torch.equal(p, e) for p, e in zip(model.parameters(), ema)) and not model.training
+    assert all(torch.equal(p, o) for p, o in zip(model.parameters(), own))

@@ -7,6 +7,8 @@ few hundred training steps, the same measure as ``evaluations/toy_quality.py``'s
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -19,27 +21,24 @@ EVAL_SCENES = 6
 EVAL_BUCKETS = (0, 128, 255)
 
 
-class averaged:
-    """``with averaged(unet, ema):`` the UNet holds the EMA weights (in eval mode) inside the block."""
-
-    def __init__(self, unet, ema):
-        self.unet, self.ema = unet, ema
-
-    def __enter__(self):
-        self.saved = [p.detach().clone() for p in self.unet.parameters()]
-        with torch.no_grad():
-            for p, e in zip(self.unet.parameters(), self.ema):
-                p.copy_(e)
-        self.unet.eval()
-
-    def __exit__(self, *exc):
-        with torch.no_grad():
-            for p, s in zip(self.unet.parameters(), self.saved):
-                p.copy_(s)
+@contextlib.contextmanager
+@torch.no_grad()
+def averaged(unet, ema: list):
+    """``with averaged(unet, ema):`` the UNet holds the averaged (EMA) weights, in eval mode, inside the block; its
+    own weights come back after it."""
+    saved = [p.detach().clone() for p in unet.parameters()]
+    for p, e in zip(unet.parameters(), ema):
+        p.copy_(e)
+    unet.eval()
+    try:
+        yield unet
+    finally:
+        for p, s in zip(unet.parameters(), saved):
+            p.copy_(s)
 
 
 @torch.no_grad()
-def evaluate(pipe, *, device: str = "cpu", world: str = "palette", scenes: int = EVAL_SCENES,
+def evaluate(pipe, *, world: str = "palette", scenes: int = EVAL_SCENES,
              buckets=EVAL_BUCKETS, steps: int = 10) -> dict:
     """Score a pipeline for the learning curves: held-out scenes of ``world`` at ``buckets`` (fps 7, ``steps``
     sampling steps, guidance 1 -> 3, as the stock pipeline does it). Returns ``kept`` (share of frames that keep

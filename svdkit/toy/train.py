@@ -394,7 +394,7 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
                 run.log(stage="unet", step=step, loss=round(loss.item(), 5), sigma=round(float(sigma.mean()), 4))
         if run is not None and eval_every and (step + 1) % eval_every == 0:
             with averaged(unet, ema):
-                scores = evaluate(pipe, device=device, world=world)
+                scores = evaluate(pipe, world=world)
             run.log(stage="eval", step=step + 1, **scores)
             print(f"eval {step + 1:5d}  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
             unet.train()
