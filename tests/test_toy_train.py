@@ -107,7 +107,8 @@ def test_a_stopped_training_resumes_to_the_same_weights(tmp_path, capsys):
     assert [r[0] for r in record["unet"]["log"]] == [0, 3]  # each logged step once, over both sittings
 
 
-@pytest.mark.parametrize("args, message", [(["--checkpoint-minutes", "0"], "--checkpoint-minutes must be > 0"),
+@pytest.mark.parametrize("args, message", [(["--checkpoint-minutes", "0"], "--checkpoint-minutes must be a number > 0"),
+                                           (["--checkpoint-minutes", "nan"], "--checkpoint-minutes must be a number"),
                                            (["--vae-from", "."], "--vae-from: no trained VAE"),
                                            (["--recipe", "v3"], "invalid choice")])
 def test_training_refuses_bad_options_before_any_work(args, message, tmp_path):

@@ -478,8 +478,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     p.add_argument("--threads", type=count(1), default=THREADS)
     p.add_argument("--seed", type=count(0), default=SEED)
     args = p.parse_args(argv)
-    if args.checkpoint_minutes <= 0:
-        p.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes}")
+    if not math.isfinite(args.checkpoint_minutes) or args.checkpoint_minutes <= 0:
+        p.error(f"--checkpoint-minutes must be a number > 0, got {args.checkpoint_minutes}")
     recipe = RECIPES[args.recipe]
     vae_steps = args.vae_steps or recipe.vae_steps
     pool_scenes = args.pool_scenes or recipe.pool_scenes
