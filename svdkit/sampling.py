@@ -128,6 +128,8 @@ def encode_image(pipe, image, generator: torch.Generator, *, height: int, width:
     # Its latents are NOT multiplied by the VAE scaling factor (unlike the frames' latents).
     with upcast_vae(pipe.vae):
         image_latents = pipe.vae.encode(noisy_image.to(pipe.vae.dtype)).latent_dist.mode()  # (1, 4, h, w)
+    if _is_toy(pipe):  # the toy knows a small world: say so when the picture is far from it (measured, cheap)
+        check_toy_picture(pipe, noisy_image, image_latents)
     return image_embeddings, noisy_image, image_latents.to(image_embeddings.dtype)
 
 
@@ -273,9 +275,6 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     # 1. Encode the image: CLIP embedding and VAE latents of the noise-augmented image.
     embeddings, noisy_image, image_latents = encode_image(
         pipe, image, generator, height=H, width=W, noise_aug_strength=p["noise_aug_strength"])
-
-    if _is_toy(pipe):  # the toy knows a small world: say so when the picture is far from it (measured, cheap)
-        check_toy_picture(pipe, noisy_image, image_latents)
 
     # 2. Condition every frame on it: image latents beside every frame, fps/motion/noise as added time ids.
     cond = condition(embeddings, noisy_image, image_latents, fps=p["fps"],

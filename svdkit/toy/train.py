@@ -157,8 +157,8 @@ def crop(frames: np.ndarray, size: int, rng: np.random.Generator, grid: int = 8)
 
 
 def _vae_chunk(rng: np.random.Generator, recipe: Recipe) -> np.ndarray:
-    """VAE_CHUNK frames of a fresh training scene, (K, H, W, 3) uint8, with its background as a 4th channel pair:
-    returns (K, H, W, 6) where [..., 3:] is the scene's background (the same for every frame)."""
+    """VAE_CHUNK frames of a fresh training scene and its background, side by side on the channel axis: uint8
+    (K, H, W, 6), [..., :3] the frames, [..., 3:] the background (the same in every frame), so one crop cuts both."""
     seed = int(rng.integers(HELD_OUT_SEED))
     clip = render_clip(seed, *_sample_motion(rng), num_frames=VAE_CHUNK, world=recipe.world)
     bg = np.rint(render_background(seed, world=recipe.world)).astype(np.uint8)
@@ -519,8 +519,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         saved = json.loads((vae_dir / "vae" / "vae_log.json").read_text())
         vae_log, vae_time = saved["log"], saved["seconds"]
     else:
-        vae_log = train_vae(pipe.vae, vae_steps, device=args.device, seed=args.seed, batch=batches["vae"],
-                            recipe=recipe, run=run)
+        train_vae(pipe.vae, vae_steps, device=args.device, seed=args.seed, batch=batches["vae"], recipe=recipe, run=run)
         vae_log = run.curve("vae", "loss", "psnr")  # every sitting's rows, not just this one's
         scaling_factor = measure_scaling_factor(pipe.vae, device=args.device, seed=args.seed,
                                                 clips=4 if args.smoke else 48, world=recipe.world)
@@ -549,14 +548,14 @@ def main(argv: list[str] | None = None) -> Path | None:
 
     # 3. UNet (resumable; with --until-step it stops early and leaves the rest for --resume)
     t0 = time.time()
-    unet_log = train_unet(pipe, pool, unet_steps, device=args.device, seed=args.seed, batch=batches["unet"],
-                          run=run, until=args.until_step, eval_every=eval_every, world=recipe.world)
+    train_unet(pipe, pool, unet_steps, device=args.device, seed=args.seed, batch=batches["unet"], run=run,
+               until=args.until_step, eval_every=eval_every, world=recipe.world)
     unet_time = time.time() - t0
     if args.until_step is not None and args.until_step < unet_steps:
         run.log(stage="stop", step=args.until_step)
         print(f"stopped at UNet step {args.until_step} of {unet_steps}; continue with --resume", flush=True)
         return None
-    unet_log = run.curve("unet", "loss")
+    unet_log = run.curve("unet", "loss")  # every sitting's rows
 
     # 4. save as a stock pipeline folder, with the loss curves beside the weights
     pipe.to("cpu")
