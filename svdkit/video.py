@@ -151,7 +151,7 @@ class Video:
 
 def to_model(frames) -> torch.Tensor:
     """uint8 frames (..., H, W, 3) -> float32 pixels (..., 3, H, W) in [-1, 1], the VAE's range."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    x = torch.from_numpy(np.require(frames, requirements=["C", "W"])).float() / 127.5 - 1.0  # read-only: copied
     return x.movedim(-1, -3)
 
 

@@ -137,3 +137,26 @@ def test_averaged_weights_are_lent_for_the_block_only():
     with averaged(model, ema):
         assert all(torch.equal(p, e) for p, e in zip(model.parameters(), ema)) and not model.training
     assert all(torch.equal(p, o) for p, o in zip(model.parameters(), own))
+
+
+def test_pass_through_starts_the_decoders_last_layer_as_the_identity():
+    """PyTorch's init of the 3 -> 3 temporal conv passes colour along about one direction; pass_through passes all
+    three, frame by frame, and the second toy's recipes use it."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from svdkit.toy.recipes import RECIPES, vae_config
+    from svdkit.toy.train import build_pipeline, pass_through
+
+    recipe = RECIPES["v2-attn8"]
+    torch.manual_seed(0)
+    vae = AutoencoderKLTemporalDecoder(**vae_config(recipe))
+    clip = torch.rand(1, 3, 4, 8, 8)  # (B, C, F, H, W): the layout time_conv_out works in
+    layer = vae.decoder.time_conv_out
+    with torch.no_grad():
+        assert not torch.allclose(layer(clip), clip, atol=0.1)
+        pass_through(vae)
+        assert torch.allclose(layer(clip), clip)
+    assert recipe.vae_pass_through and RECIPES["v2-attn84"].vae_pass_through and not RECIPES["v1"].vae_pass_through
+    built = build_pipeline(3, recipe).vae.decoder.time_conv_out
+    with torch.no_grad():
+        assert torch.allclose(built(clip), clip)

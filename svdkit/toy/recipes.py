@@ -38,6 +38,8 @@ class Recipe:
     pool_scenes: int = 250
     unet_steps: int = 2200
     shape_mask: str = "saturation"  # how the VAE finds the shapes it weighs: saturated pixels, or off-background
+    vae_full: float = 0.1  # the share of VAE steps (the last ones) on whole frames, so the norms see whole frames
+    vae_pass_through: bool = False  # start the decoder's last layer (a 3 -> 3 temporal conv) as the identity
     note: str = ""
 
     @property
@@ -50,9 +52,10 @@ RECIPES = {
     # the second generation: a broad world, 16x16 latents (a 4x VAE), a three-level UNet; screened on two seeds each
     "v2-attn8": Recipe("v2-attn8", world="broad", vae_blocks=(64, 64, 64), unet_blocks=(64, 64, 64),
                        unet_down=(_DOWN, _CROSS, _DOWN), pool_scenes=500, unet_steps=8000, shape_mask="background",
+                       vae_pass_through=True,
                        note="16x16 latents; attention at 8x8 only"),
     "v2-attn84": Recipe("v2-attn84", world="broad", vae_blocks=(64, 64, 64), unet_blocks=(64, 64, 64),
-                        unet_down=(_DOWN, _CROSS, _CROSS), pool_scenes=500, unet_steps=8000,
+                        vae_pass_through=True, unet_down=(_DOWN, _CROSS, _CROSS), pool_scenes=500, unet_steps=8000,
                         shape_mask="background", note="16x16 latents; attention at 8x8 and 4x4"),
 }
 

@@ -5,7 +5,7 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
 
 1. **VAE.** ``AutoencoderKLTemporalDecoder`` learns to reconstruct short clips of the world (L1 + MSE + an
    edge term + a small KL). Most steps see 32x32 crops of 4-frame chunks (a quarter of the cost, so four
-   times the scenes); the last ``VAE_FULL`` of them whole frames. The pixels on and around the shapes weigh
+   times the scenes); the last ``recipe.vae_full`` of them (10%) whole frames. The pixels on and around the shapes weigh
    ``1 + VAE_SHAPE_WEIGHT``: they are a few percent of a frame but all of its content, and a VAE trained on
    equal weights blurs squares and diamonds into discs and leaves coloured fringes that read as extra shapes.
    Its ``scaling_factor`` is then measured so that scaled latents have unit std.
@@ -61,8 +61,8 @@ from svdkit.toy.recipes import CLIP_CONFIG, RECIPES, SCHEDULER_CONFIG, Recipe, u
 from svdkit.toy.world import HELD_OUT_SEED, MAX_SPEED, render_background, render_clip
 from svdkit.video import to_model
 
-__all__ = ["Recipe", "RECIPES", "build_pipeline", "train_vae", "shape_weights", "crop", "edges", "warmup_cosine",
-           "encode_pool", "train_unet", "main"]
+__all__ = ["Recipe", "RECIPES", "build_pipeline", "pass_through", "train_vae", "shape_weights", "crop", "edges",
+           "warmup_cosine", "encode_pool", "train_unet", "main"]
 
 # ------------------------------------------------------------------------------ configuration
 SEED = 0
@@ -73,7 +73,6 @@ THREADS = 2
 VAE_BATCH = 8  # chunks per step, cropped to VAE_CROP; whole-frame steps take VAE_BATCH // 4 (the same pixels)
 VAE_CHUNK = 4  # consecutive frames per chunk (the temporal decoder sees its neighbours)
 VAE_CROP = 32  # pixels, on the latent grid
-VAE_FULL = 0.1  # the last 10% of the steps see whole frames, so that the group norms see whole-frame statistics
 VAE_LR = 2e-3
 VAE_KL = 1e-4
 VAE_SHAPE_WEIGHT = 10.0
@@ -110,6 +109,8 @@ def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
 
     torch.manual_seed(seed)
     vae = AutoencoderKLTemporalDecoder(**vae_config(recipe))
+    if recipe.vae_pass_through:
+        pass_through(vae)
     torch.manual_seed(seed + 1)
     unet = UNetSpatioTemporalConditionModel(**unet_config(recipe))
     torch.manual_seed(seed + 2)
@@ -119,6 +120,23 @@ def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
         scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
         feature_extractor=CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
     )
+
+
+@torch.no_grad()
+def pass_through(vae) -> None:
+    """Start the VAE decoder's last layer as the identity: each output colour is its input colour, this frame only.
+
+    The decoder ends in ``time_conv_out``, a Conv3d from 3 to 3 channels with kernel (3, 1, 1) over frames. For a
+    still clip it multiplies every pixel's RGB by the sum of its three taps, a 3x3 matrix; PyTorch's default init
+    makes that matrix nearly singular (singular values 0.53, 0.10 and 0.02 for the v2 recipe's seed 0), so that
+    colour reaches the output only along one direction, brightness. A VAE trained from there stayed grey for 4,000
+    steps (its matrix ended at 0.37, 0.04, 0.002): every shape and background came back as a grey of the right
+    brightness. Started as the identity, the layer passes all three colours from the first step.
+    """
+    w = vae.decoder.time_conv_out.weight  # (3 out, 3 in, 3 frames, 1, 1)
+    w.zero_()
+    w[:, :, w.shape[2] // 2, 0, 0] = torch.eye(w.shape[0])
+    vae.decoder.time_conv_out.bias.zero_()
 
 
 def _sample_motion(rng: np.random.Generator) -> tuple[float, float]:
@@ -166,12 +184,13 @@ def _vae_chunk(rng: np.random.Generator, recipe: Recipe) -> np.ndarray:
 
 
 def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VAE_BATCH,
-              recipe: Recipe = RECIPES["v1"], run: Run | None = None) -> list:
+              recipe: Recipe = RECIPES["v1"], run: Run | None = None, callback=None) -> list:
     """Fit the temporal-decoder VAE on chunks of world clips; returns [(step, loss, psnr), ...] of this sitting.
 
-    A step sees `batch` chunks of VAE_CHUNK frames cropped to VAE_CROP, or, in the last VAE_FULL of the
+    A step sees `batch` chunks of VAE_CHUNK frames cropped to VAE_CROP, or, in the last ``recipe.vae_full`` of the
     steps, `batch` // 4 whole chunks (the same number of pixels). With a ``run``, it continues from the run's last
-    VAE checkpoint and writes one every ``run.every`` seconds and at the end.
+    VAE checkpoint and writes one every ``run.every`` seconds and at the end. ``callback(steps_done, vae)``, if
+    given, is called after every step (a screening probes the VAE with it).
     """
     rng = np.random.default_rng([seed, 1])
     torch.manual_seed(seed + 10)
@@ -185,7 +204,7 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
     t0 = time.time()
     for step in range(start, steps):
         # (B*K, h, w, 6): B chunks of K consecutive frames, each from a fresh training scene, and their backgrounds
-        whole = step >= steps * (1 - VAE_FULL)
+        whole = step >= steps * (1 - recipe.vae_full)
         chunks = [_vae_chunk(rng, recipe) for _ in range(max(1, batch // 4) if whole else batch)]
         frames = np.concatenate(chunks if whole else [crop(c, VAE_CROP, rng, recipe.factor) for c in chunks])
         x = to_model(frames[..., :3]).to(device)  # (B*K, 3, h, w)
@@ -213,6 +232,8 @@ def train_vae(vae, steps: int, *, device: str, seed: int = SEED, batch: int = VA
                 run.log(stage="vae", step=step, loss=round(loss.item(), 5), psnr=round(psnr, 2))
         if run is not None and (run.due() or step == steps - 1):
             save_training(run, "vae", step + 1, vae, opt, rng)
+        if callback is not None:
+            callback(step + 1, vae)
     vae.eval()
     return log
 
@@ -568,7 +589,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         "wall_seconds": {"vae": round(vae_time), "pool": round(pool_time), "unet": round(unet_time),
                          "total": round(time.time() - t_start)},
         "vae": {"steps": vae_steps, "batch": f"{batches['vae']} chunks x {VAE_CHUNK} frames",
-                "crop": VAE_CROP, "whole_frames": VAE_FULL, "shape_weight": VAE_SHAPE_WEIGHT, "lr": VAE_LR,
+                "crop": VAE_CROP, "whole_frames": recipe.vae_full, "shape_weight": VAE_SHAPE_WEIGHT, "lr": VAE_LR,
                 "kl_weight": VAE_KL, "scaling_factor": scaling_factor,
                 "columns": ["step", "loss", "psnr_db"], "log": vae_log},
         "pool": {"scenes": pool_scenes, "speeds": POOL_SPEEDS, "frames_per_clip": POOL_FRAMES,
