@@ -144,14 +144,16 @@ chain_video.show()
 #   motion keeps its direction, but the faded frames show two pictures at once, half transparent.
 # - **generated** (`generate(..., loop=True)`): steer the last frames back to the picture *while* they are
 #   denoised. At every step the sampler predicts each frame's clean latents x0, then moves toward them. For the
-#   last third of the frames that prediction is pulled toward the picture's latents (all the way on the last
+#   last half of the frames that prediction is pulled toward the picture's latents (all the way on the last
 #   frame, less and less on the ones before it), during the first 80% of the steps; the last 20% are left free,
 #   so the details stay the model's own. The UNet's temporal layers see the steered frames, so the motion bends
 #   toward the start instead of being cut: no reversal, no double exposure. (`svdkit.keyframes` holds the
 #   mechanism.)
 #
 # Motion is measured two ways: the mean frame-to-frame change (`metrics.frame_difference`) and the optical-flow
-# speed of the changing pixels (`metrics.motion`); "kept" is each over the plain clip's, with the same seed.
+# speed of the changing pixels (`metrics.motion`); "kept" is each over the plain clip's, with the same seed. A
+# loop could also hide its jump inside the clip: `metrics.largest_step` is the largest frame-to-frame change over
+# the median one (a steady clip is near 1).
 
 # %%
 loop_rows, loop_clips = [], {}
@@ -163,6 +165,7 @@ for s in seeds:
     for name, video in versions.items():
         diff, flow = metrics.frame_difference(video.frames), metrics.motion(video.frames)
         loop_rows.append({"loop": name, "seed": s, "seam": metrics.seam(video.frames), "frames": len(video.frames),
+                          "largest_step": metrics.largest_step(video.frames),
                           "frame_diff": diff, "motion": flow, "kept_diff": diff / base_diff if base_diff else 1.0,
                           "kept_motion": flow / base_flow if base_flow else 1.0})
     if s == seed:
@@ -174,11 +177,12 @@ def mean_over_seeds(rows, name, key):
 
 
 loops = {name: {key: mean_over_seeds(loop_rows, name, key)
-                for key in ("seam", "frame_diff", "motion", "kept_diff", "kept_motion")} for name in loop_clips}
+                for key in ("seam", "largest_step", "frame_diff", "motion", "kept_diff", "kept_motion")}
+         for name in loop_clips}
 print(f"mean over seeds {seeds}:")
 for name, m in loops.items():
-    print(f"{name:>10}: seam {m['seam']:5.2f}   motion kept {m['kept_diff']:.2f} (frame change), "
-          f"{m['kept_motion']:.2f} (optical flow)")
+    print(f"{name:>10}: seam {m['seam']:5.2f}   largest step {m['largest_step']:4.2f}   motion kept "
+          f"{m['kept_diff']:.2f} (frame change), {m['kept_motion']:.2f} (optical flow)")
 
 # %% [markdown]
 # Each loop plays over and over (every clip is repeated to the same length, so they stay side by side), with
@@ -265,8 +269,10 @@ best = min(("generated", "pingpong", "crossfade"), key=lambda n: abs(loops[n]["s
 loop_answer = (
     f"Played as is, the plain clip jumps {loops['plain']['seam']:.1f}x a median step at the wrap. "
     f"Generated loop=True: seam {loops['generated']['seam']:.2f}, keeping {loops['generated']['kept_diff']:.0%} of "
-    f"the frame change and {loops['generated']['kept_motion']:.0%} of the flow, in one direction: use it when the "
-    f"motion must not turn back and you can afford a new generation. Pingpong: seam "
+    f"the frame change and {loops['generated']['kept_motion']:.0%} of the flow, in one direction, its largest "
+    f"step {loops['generated']['largest_step']:.1f}x the median (the plain clip's: "
+    f"{loops['plain']['largest_step']:.1f}x): use it when the motion must not turn back and you can afford a new "
+    f"generation. Pingpong: seam "
     f"{loops['pingpong']['seam']:.2f} for free, but the motion reverses: use it for motion that may swing back "
     f"and forth. Crossfade: seam {loops['crossfade']['seam']:.2f} for free, but the faded frames show two "
     f"pictures at once: use it for texture-like motion (water, smoke) where a blend does not show. Closest to "

@@ -27,7 +27,7 @@ import numpy as np
 __all__ = ["METRICS", "clip_metrics", "motion", "motion_per_frame", "frame_difference", "flicker",
            "psnr", "ssim", "PSNR_CAP", "trend",
            # longer clips and loops (svdkit.extend, generate(loop=..., end_image=...))
-           "LOOP_METRICS", "seam", "drift", "end_fidelity", "sharpness"]
+           "LOOP_METRICS", "seam", "largest_step", "drift", "end_fidelity", "sharpness"]
 
 PSNR_CAP = 100.0
 """PSNR of identical images, in dB (the true value is infinite; a finite cap keeps tables and JSON plain)."""
@@ -49,6 +49,8 @@ METRICS: dict[str, str] = {
 LOOP_METRICS: dict[str, str] = {
     "seam": "the change from the last frame back to the first over the clip's median frame-to-frame change "
             "(1.0: the loop's jump looks like any other step)",
+    "largest_step": "the largest frame-to-frame change inside the clip over the median one (a jump that a loop "
+                    "moved inside the clip stands out)",
     "drift": "per segment of a chained clip, how its first frame differs from the original picture: mean colour "
              "shift, sharpness relative to the picture, PSNR and SSIM",
     "end_fidelity": "PSNR in dB of the last frame against the picture the clip should end on",
@@ -222,6 +224,24 @@ def seam(frames) -> float:
     if median == 0:
         return 1.0 if jump == 0 else float("inf")
     return jump / median
+
+
+def largest_step(frames) -> float:
+    """The largest change between consecutive frames over the median one (1.0: every step alike; a cut stands out).
+
+    >>> clip = np.zeros((5, 8, 8, 3), np.uint8)
+    >>> for t in range(5): clip[t] = 10 * t + 30 * (t >= 3)   # 10 levels a step, and one jump of 40
+    >>> largest_step(clip)
+    4.0
+    """
+    frames = _check(frames)
+    if len(frames) < 2:
+        return 1.0
+    steps = _steps(frames)
+    median = float(np.median(steps))
+    if median == 0:
+        return 1.0 if steps.max() == 0 else float("inf")
+    return float(steps.max()) / median
 
 
 def sharpness(image) -> float:

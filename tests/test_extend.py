@@ -41,8 +41,8 @@ def test_steer_to_the_end_lands_exactly_on_the_target(tiny_pipe, image):
 
 
 def test_end_weights():
-    assert end_weights(14) == {13: 1.0, 12: 0.5625, 11: 0.25, 10: 0.0625}
-    assert end_weights(2) == {1: 1.0}
+    assert end_weights(14, frames=4) == {13: 1.0, 12: 0.5625, 11: 0.25, 10: 0.0625}
+    assert list(end_weights(14)) == list(range(13, 6, -1)) and end_weights(2) == {1: 1.0}
     with pytest.raises(ValueError, match="frames must be in 1-6"):
         end_weights(6, frames=7)
     with pytest.raises(ValueError, match=r"until must be in \(0, 1\]"):
@@ -188,7 +188,15 @@ def test_end_fidelity_is_psnr_of_the_last_frame():
     clip = sliding_square()
     assert metrics.end_fidelity(clip, clip[-1]) == metrics.PSNR_CAP
     assert metrics.end_fidelity(clip, clip[0]) == pytest.approx(metrics.psnr(clip[-1], clip[0]))
-    assert set(metrics.LOOP_METRICS) == {"seam", "drift", "end_fidelity"}
+    assert set(metrics.LOOP_METRICS) == {"seam", "largest_step", "drift", "end_fidelity"}
+
+
+def test_largest_step():
+    clip = sliding_square(n=6, step=2)
+    assert metrics.largest_step(clip) == pytest.approx(1.0)
+    cut = np.concatenate([clip, 255 - clip])
+    assert metrics.largest_step(cut) > 5
+    assert metrics.largest_step(np.zeros((3, 4, 4, 3), np.uint8)) == 1.0
 
 
 # ---------------------------------------------------------------------------------------------- on the toy
