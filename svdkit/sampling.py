@@ -286,7 +286,8 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     cond = condition(embeddings, noisy_image, image_latents, fps=p["fps"],
                      motion_bucket_id=p["motion_bucket_id"], noise_aug_strength=p["noise_aug_strength"])
 
-    # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance.
+    # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance (with loop or end_image,
+    #    the last frames' x0 estimates are pulled toward the end picture at each step: svdkit.keyframes).
     set_schedule(pipe, p["num_inference_steps"], sigmas)
     latents = initial_noise(pipe, generator, F, H, W, embeddings.dtype)  # (1, F, 4, h, w)
     scales = p["guidance"].unsqueeze(0)  # (1, F)
