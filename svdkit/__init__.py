@@ -11,7 +11,8 @@ The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; res
 pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal attention in `svdkit.attention`,
 widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids of settings with `svdkit.sweep`
 (ranges, results and their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame
-with `svdkit.text_to_image`.
+with `svdkit.text_to_image`. Longer clips chain segments with `svdkit.extend`; `generate(..., loop=True)` and
+`generate(..., end_image=...)` steer the last frames toward a picture (`svdkit.keyframes`).
 """
 
 from svdkit import attention, keyframes, latent_rgb, metrics, sampling, sweeps, viz, widgets
