@@ -11,10 +11,12 @@ The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; res
 pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal attention in `svdkit.attention`,
 widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids of settings with `svdkit.sweep`
 (ranges, results and their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame
-with `svdkit.text_to_image`.
+with `svdkit.text_to_image`. Longer clips chain segments with `svdkit.extend`; `generate(..., loop=True)` and
+`generate(..., end_image=...)` steer the last frames toward a picture (`svdkit.keyframes`).
 """
 
-from svdkit import attention, latent_rgb, metrics, sampling, sweeps, viz, widgets
+from svdkit import attention, keyframes, latent_rgb, metrics, sampling, sweeps, viz, widgets
+from svdkit.chain import extend
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.sweeps import sweep
@@ -31,6 +33,8 @@ __all__ = [
     "generate", "guidance_schedule", "load_image", "decode_latents",
     # results
     "Video", "Trace", "read_video", "write_video",
+    # longer clips: segments chained from the last frame (loops and end images: generate(loop=, end_image=))
+    "extend",
     # a grid of settings, every clip measured and kept
     "sweep",
     # text -> first frame
@@ -38,5 +42,5 @@ __all__ = [
     # modules: sweeps (ranges, results, views) and measurements, pictures, widgets
     "sweeps", "metrics", "viz", "widgets",
     # modules: the stages by hand, latents as colours, temporal attention
-    "sampling", "latent_rgb", "attention",
+    "sampling", "latent_rgb", "attention", "keyframes",
 ]

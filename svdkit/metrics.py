@@ -25,7 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["METRICS", "clip_metrics", "motion", "motion_per_frame", "frame_difference", "flicker",
-           "psnr", "ssim", "PSNR_CAP", "trend"]
+           "psnr", "ssim", "PSNR_CAP", "trend",
+           # longer clips and loops (svdkit.extend, generate(loop=..., end_image=...))
+           "LOOP_METRICS", "seam", "largest_step", "drift", "end_fidelity", "sharpness"]
 
 PSNR_CAP = 100.0
 """PSNR of identical images, in dB (the true value is infinite; a finite cap keeps tables and JSON plain)."""
@@ -41,6 +43,17 @@ METRICS: dict[str, str] = {
                   f"capped at {PSNR_CAP:g})",
     "ssim_first": "SSIM of the first frame against the input image (1 is identical; Gaussian window, "
                   "sigma 1.5, averaged over RGB)",
+}
+
+# One sentence per metric of longer clips and loops (`seam`, `drift`, `end_fidelity`).
+LOOP_METRICS: dict[str, str] = {
+    "seam": "the change from the last frame back to the first over the clip's median frame-to-frame change "
+            "(1.0: the loop's jump looks like any other step)",
+    "largest_step": "the largest frame-to-frame change inside the clip over the median one (a jump that a loop "
+                    "moved inside the clip stands out)",
+    "drift": "per segment of a chained clip, how its first frame differs from the original picture: mean colour "
+             "shift, sharpness relative to the picture, PSNR and SSIM",
+    "end_fidelity": "PSNR in dB of the last frame against the picture the clip should end on",
 }
 
 _CHANGE_THRESHOLD = 4  # intensity levels: a pixel "changes" when its grey value moves by more than this
@@ -183,6 +196,105 @@ def clip_metrics(frames, image=None) -> dict[str, float]:
         out["psnr_first"] = psnr(frames[0], reference)
         out["ssim_first"] = ssim(frames[0], reference)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Longer clips and loops: the jump at the seam, the drift of chained segments, the fidelity of a chosen end
+
+
+def _steps(frames: np.ndarray) -> np.ndarray:
+    """Mean absolute change of each step t -> t + 1, in 0-255 levels: (F - 1,)."""
+    return np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+
+
+def seam(frames) -> float:
+    """The change from the last frame back to the first, over the clip's median frame-to-frame change (1.0: the
+    loop's jump looks like any other step; inf when only the jump moves; 1.0 for a still clip).
+
+    >>> clip = np.zeros((5, 8, 8, 3), np.uint8)
+    >>> for t in range(5): clip[t] = 10 * t          # a steady fade: 10 levels a step, 40 back to the start
+    >>> seam(clip), seam(np.concatenate([clip, clip[-2:0:-1]]))   # as it is, and played ping-pong
+    (4.0, 1.0)
+    """
+    frames = _check(frames)
+    if len(frames) < 2:
+        return 1.0
+    jump = float(np.abs(frames[-1].astype(np.float32) - frames[0].astype(np.float32)).mean())
+    median = float(np.median(_steps(frames)))
+    if median == 0:
+        return 1.0 if jump == 0 else float("inf")
+    return jump / median
+
+
+def largest_step(frames) -> float:
+    """The largest change between consecutive frames over the median one (1.0: every step alike; a cut stands out).
+
+    >>> clip = np.zeros((5, 8, 8, 3), np.uint8)
+    >>> for t in range(5): clip[t] = 10 * t + 30 * (t >= 3)   # 10 levels a step, and one jump of 40
+    >>> largest_step(clip)
+    4.0
+    """
+    frames = _check(frames)
+    if len(frames) < 2:
+        return 1.0
+    steps = _steps(frames)
+    median = float(np.median(steps))
+    if median == 0:
+        return 1.0 if steps.max() == 0 else float("inf")
+    return float(steps.max()) / median
+
+
+def sharpness(image) -> float:
+    """The variance of the Laplacian of a uint8 image (H, W, 3) in grey, a common focus measure (0: flat)."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 of shape (H, W, 3), got {image.dtype} {image.shape}")
+    grey = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def drift(frames, image, segments) -> list[dict]:
+    """How far each segment's first frame has drifted from the original picture: colour shift, sharpness, fidelity.
+
+    frames: a joined clip (F, H, W, 3); image: the original picture (anything `svdkit.load_image` reads, resized
+    to the clip's size when they differ); segments: [start, stop) pairs (`Video.segments`). One dict per
+    segment: `colour_shift`, the mean absolute difference of the per-channel mean colour, in 0-255 levels;
+    `sharpness`, its Laplacian variance over the picture's (1.0: as sharp, lower: blurred); `psnr_first` and
+    `ssim_first` against the picture (moving content lowers them too, so compare them between segments).
+
+    >>> clip = np.full((6, 16, 16, 3), 100, np.uint8); clip[3:] += 20   # the second segment is 20 levels brighter
+    >>> [round(d["colour_shift"]) for d in drift(clip, clip[0], [(0, 3), (3, 6)])]
+    [0, 20]
+    """
+    frames = _check(frames)
+    reference = _as_frame(image, frames.shape[1], frames.shape[2])
+    ref_colour = reference.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    ref_sharpness = sharpness(reference)
+    out = []
+    for k, (start, stop) in enumerate(segments):
+        if not 0 <= start < stop <= len(frames):
+            raise ValueError(f"segments: each must be a [start, stop) range inside the {len(frames)} frames, "
+                             f"got {(start, stop)}")
+        first = frames[start]
+        colour = first.reshape(-1, 3).astype(np.float64).mean(axis=0)
+        out.append({"segment": k, "start": int(start),
+                    "colour_shift": float(np.abs(colour - ref_colour).mean()),
+                    "sharpness": sharpness(first) / ref_sharpness if ref_sharpness > 0 else float("nan"),
+                    "psnr_first": psnr(first, reference), "ssim_first": ssim(first, reference)})
+    return out
+
+
+def end_fidelity(frames, end_image) -> float:
+    """PSNR in dB of the clip's last frame against the picture it should end on (resized to the clip's size).
+
+    >>> clip = np.zeros((3, 8, 8, 3), np.uint8)
+    >>> end_fidelity(clip, clip[-1])
+    100.0
+    """
+    frames = _check(frames)
+    return psnr(frames[-1], _as_frame(end_image, frames.shape[1], frames.shape[2]))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ def initial_noise(pipe, generator, num_frames: int, height: int, width: int, dty
 @torch.no_grad()
 def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | None = None, guidance=None,
              sigmas=None, progress: bool = False, skip_uncond: bool = False, cache_interval: int = 1,
-             **params) -> Video:
+             loop: bool = False, end_image=None, **params) -> Video:
     """Generate a clip from one image with svdkit's own SVD sampling loop.
 
     Args:
@@ -254,6 +254,11 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
       cache_interval: N > 1 runs the full UNet every N steps only, and in between reuses its deep features
         (step caching in the spirit of DeepCache; see `svdkit.speed.StepCache`). Faster, approximate.
         Both speed-ups come from `svdkit.speed.fast_prediction`.
+      end_image: a picture for the clip to end on (keyframe to keyframe): the last frames' x0 estimates are
+        steered toward its latents during denoising (`svdkit.keyframes`). It must have the size of `image`
+        (refused otherwise, not resized: resize it yourself so nothing is stretched unnoticed).
+      loop: True steers the last frames back to the image itself, so the clip can play in a loop without
+        reversing its motion; the same as `end_image=image` (so not together with `end_image`).
       **params: height, width, num_frames, num_inference_steps, min_guidance_scale, max_guidance_scale, fps,
         motion_bucket_id, noise_aug_strength, decode_chunk_size — as in the diffusers pipeline.
 
@@ -268,6 +273,7 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     if not isinstance(cache_interval, (int, np.integer)) or isinstance(cache_interval, bool) or cache_interval < 1:
         raise ValueError(f"cache_interval must be an integer >= 1 (1: no caching), got {cache_interval!r}")
     cache_interval = int(cache_interval)
+    end = _end_picture(image, loop, end_image)
     F, H, W = p["num_frames"], p["height"], p["width"]
     generator = torch.Generator().manual_seed(int(seed))  # on the CPU: the same noise on every device
     started = time.perf_counter()
@@ -280,7 +286,8 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     cond = condition(embeddings, noisy_image, image_latents, fps=p["fps"],
                      motion_bucket_id=p["motion_bucket_id"], noise_aug_strength=p["noise_aug_strength"])
 
-    # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance.
+    # 3. Denoise the stack of frames together, from pure noise, with per-frame guidance (with loop or end_image,
+    #    the last frames' x0 estimates are pulled toward the end picture at each step: svdkit.keyframes).
     set_schedule(pipe, p["num_inference_steps"], sigmas)
     latents = initial_noise(pipe, generator, F, H, W, embeddings.dtype)  # (1, F, 4, h, w)
     scales = p["guidance"].unsqueeze(0)  # (1, F)
@@ -289,7 +296,7 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
         from svdkit.speed import fast_prediction
         predict = fast_prediction(unet_prediction, scales, skip_uncond=skip_uncond, cache_interval=cache_interval)
     latents, steps_run, rec = denoise(pipe, latents, cond, scales, predict=predict, capture=capture,
-                                      on_step=on_step, progress=progress)
+                                      on_step=_toward_end(pipe, end, F, H, W, on_step), progress=progress)
 
     # 4. Decode the latents to frames with the temporal VAE decoder.
     frames = decode_latents(pipe, latents, p["decode_chunk_size"] or F)
@@ -297,9 +304,40 @@ def generate(pipe, image, *, seed: int = 0, capture=False, on_step: Callable | N
     record = _record(pipe, seed, p, guidance, sigmas)
     record["steps_run"] = steps_run
     record["skip_uncond"], record["cache_interval"] = bool(skip_uncond), cache_interval
+    if end is not None:
+        record["loop"], record["end_image"] = bool(loop), not loop
     record["seconds"] = round(time.perf_counter() - started, 4)
     trace = _trace(pipe, rec, cond, p["guidance"], latents, steps_run, capture) if capture else None
     return Video(frames=frames, fps=p["fps"], params=record, trace=trace)
+
+
+def _end_picture(image, loop, end_image):
+    """The picture a clip must end on (`loop=True`: the image itself), or None; checked before any model work."""
+    if not isinstance(loop, (bool, np.bool_)):
+        raise ValueError(f"loop must be True or False, got {loop!r}")
+    if loop and end_image is not None:
+        raise ValueError("loop=True and end_image cannot be used together: loop=True already means "
+                         "end_image=image (give one of them)")
+    if loop:
+        return image
+    if end_image is None:
+        return None
+    end = load_image(end_image)
+    if end.size != image.size:
+        raise ValueError(f"end_image must have the size of image, {image.width}x{image.height}, got "
+                         f"{end.width}x{end.height}: resize it first (e.g. end.resize(image.size))")
+    return end
+
+
+def _toward_end(pipe, end, num_frames: int, height: int, width: int, on_step):
+    """`on_step`, preceded by steering the last frames toward the picture `end` (when there is one)."""
+    if end is None:
+        return on_step
+    from svdkit.keyframes import chain_hooks, end_weights, steer
+
+    weights = end_weights(num_frames)
+    z = encode_latents(pipe, preprocess(pipe, end, height, width))[0] * pipe.vae.config.scaling_factor  # (4, h, w)
+    return chain_hooks(steer({j: z for j in weights}, weights), on_step)
 
 
 def _trace(pipe, rec, cond: Condition, guidance, latents, n, capture) -> Trace:

@@ -107,7 +107,9 @@ def read_video(path) -> Video:
     frames, fps = _read_frames(path)
     sidecar = path.with_suffix(".json")
     params = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-    return Video(frames=frames, fps=params.get("playback_fps", fps), params=params)
+    segments = params.get("segments")
+    return Video(frames=frames, fps=params.get("playback_fps", fps), params=params,
+                 segments=[tuple(s) for s in segments] if segments else None)
 
 
 @dataclasses.dataclass
@@ -120,12 +122,15 @@ class Video:
       params: the full record: model, seed, every generation parameter, and the svdkit, diffusers and torch
         versions.
       trace: the captured denoising trajectory (`Trace`) when generated with `capture=True`, else None.
+      segments: for a clip joined from several (`svdkit.extend`), each segment's frames as [start, stop)
+        pairs of frame indices, in order; else None.
     """
 
     frames: np.ndarray
     fps: float = 7
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     trace: Any = None
+    segments: list[tuple[int, int]] | None = None
 
     def __repr__(self) -> str:
         f, h, w, _ = self.frames.shape
@@ -137,12 +142,46 @@ class Video:
         """Show the clip in a notebook (mediapy), looping."""
         return _mediapy().show_video(self.frames, fps=self.fps, **kwargs)
 
-    def save(self, path) -> Path:
-        """Write the clip (.mp4, .gif or .webp) and its parameter record beside it as JSON (same stem)."""
-        path = write_video(path, self.frames, self.fps)
+    def save(self, path, *, loop: str | None = None) -> Path:
+        """Write the clip (.mp4, .gif or .webp) and its parameter record beside it as JSON (same stem).
+
+        loop: None writes the frames as they are; "pingpong" or "crossfade" writes `self.looped(loop)`.
+        """
+        clip = self if loop is None else self.looped(loop)
+        path = write_video(path, clip.frames, clip.fps)
         with atomic_write(path.with_suffix(".json")) as tmp:
-            tmp.write_text(json.dumps({**self.params, "playback_fps": self.fps}, indent=2, default=str))
+            tmp.write_text(json.dumps({**clip.params, "playback_fps": clip.fps}, indent=2, default=str))
         return path
+
+    def looped(self, method: str = "crossfade", *, fade: int | None = None) -> Video:
+        """The clip made to play seamlessly in a loop, cheaply, from its frames alone (no model).
+
+        method: "pingpong" plays the frames forward, then backward (2F - 2 frames; every step, the wrap included,
+        is one the clip already has, but the motion reverses); "crossfade" fades the last `fade` frames into the
+        first ones (F - fade frames; the motion keeps its direction, the faded frames show both pictures at once).
+        fade: how many frames are faded, 1 to F // 2 (default F // 4, at least 1).
+
+        >>> import numpy as np
+        >>> clip = Video(frames=np.arange(6, dtype=np.uint8).repeat(3).reshape(6, 1, 1, 3) * 40)
+        >>> clip.looped("pingpong").frames[:, 0, 0, 0].tolist()
+        [0, 40, 80, 120, 160, 200, 160, 120, 80, 40]
+        >>> clip.looped("crossfade", fade=2).frames[:, 0, 0, 0].tolist()   # 160 -> 0 and 200 -> 40, faded
+        [107, 93, 80, 120]
+        """
+        frames = self.frames
+        n = len(frames)
+        if method == "pingpong":
+            out = np.concatenate([frames, frames[-2:0:-1]]) if n > 2 else frames.copy()
+        elif method == "crossfade":
+            fade = max(1, n // 4) if fade is None else fade
+            if not isinstance(fade, (int, np.integer)) or not 1 <= fade <= n // 2:
+                raise ValueError(f"fade must be an integer in 1-{n // 2} (half the {n} frames), got {fade!r}")
+            a = (np.arange(1, fade + 1) / (fade + 1)).reshape(-1, 1, 1, 1)  # weight of the head, rising
+            head = (1 - a) * frames[n - fade:].astype(np.float64) + a * frames[:fade].astype(np.float64)
+            out = np.concatenate([head.round().astype(np.uint8), frames[fade:n - fade]])
+        else:
+            raise ValueError(f"loop must be 'pingpong' or 'crossfade', got {method!r}")
+        return Video(frames=out, fps=self.fps, params={**self.params, "loop": method})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -83,6 +83,21 @@ def check_toy_world(summary: dict, out: Path) -> None:
     assert motion["255"] > 3 * motion["0"] + 0.2, f"the bundled toy should listen to motion_bucket_id: {motion}"
 
 
+def check_longer_and_looping(summary: dict, out: Path) -> None:
+    chain = summary["chain"]
+    assert set(chain) == {"reencode", "latents"}
+    for c in chain.values():
+        assert c["frames"] == 14 + 3 * 13 and c["segments"] == [[0, 14], [14, 27], [27, 40], [40, 53]]
+        assert len(c["drift"]) == 4 and all(math.isfinite(d["colour_shift"]) and d["sharpness"] > 0 for d in c["drift"])
+    assert chain["reencode"]["drift"][0] == chain["latents"]["drift"][0], "the first segment is the same clip"
+    # the targets on the toy: a generated loop closes the seam and keeps the motion; end_image gains 5 dB
+    assert summary["seam_plain"] > 1.5 >= summary["seam_loop"], summary["loops"]
+    assert summary["motion_kept_loop"] >= 0.5 and summary["flow_kept_loop"] >= 0.5, summary["loops"]
+    assert summary["loops"]["pingpong"]["seam"] <= 1.5
+    assert summary["end_fidelity_gain"] >= 5, (summary["end_fidelity_plain"], summary["end_fidelity_end_image"])
+    assert all(Path(v).stat().st_size > 0 for v in summary["videos"]) and summary["answer"]
+
+
 NOTEBOOKS = [
     pytest.param("00_quickstart.ipynb", {"num_inference_steps": 6, "motions": [10, 255]}, check_quickstart,
                  id="00_quickstart"),
@@ -90,6 +105,8 @@ NOTEBOOKS = [
     pytest.param("02_denoising.ipynb", {"num_inference_steps": 6}, check_denoising, id="02_denoising"),
     pytest.param("06_toy_world.ipynb", {"num_inference_steps": 10, "train_steps": 4, "pool_scenes": 2,
                                         "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
+    pytest.param("08_longer_and_looping.ipynb", {"num_inference_steps": 10, "seeds": [0, 1]}, check_longer_and_looping,
+                 id="08_longer_and_looping"),
 ]
 
 
@@ -189,9 +206,11 @@ def test_setup_cell_is_the_same_everywhere():
 # ---------------------------------------------------------------------------------------------- single overrides
 
 # A value to try for each parameter whose default, None, does not tell what it takes.
-WHEN_NONE = {"seed": 7, "image": "data/example_0.png", "attention_steps": [0], "text_model": "toy", "text_steps": 3}
+WHEN_NONE = {"seed": 7, "image": "data/example_0.png", "attention_steps": [0], "text_model": "toy", "text_steps": 3,
+             "end_image": "data/example_1.png"}
 # What must hold once a notebook has derived its values, whichever parameter was overridden.
-CONSISTENT = {"03_motion_bucket_sweep": ["seed in seeds"], "04_fps_comparison": ["seed in seeds"]}
+CONSISTENT = {"03_motion_bucket_sweep": ["seed in seeds"], "04_fps_comparison": ["seed in seeds"],
+              "08_longer_and_looping": ["seed in seeds"]}
 
 
 def plausible(name: str, default):
