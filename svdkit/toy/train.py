@@ -12,7 +12,8 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
 2. **Latent pool.** ``POOL_SCENES`` training scenes are rendered at ``POOL_SPEEDS`` speeds each (one of them
    still) for ``POOL_FRAMES`` frames and encoded once. Any 14-frame window of a pool clip, played
    forwards or backwards, is a training clip; its first frame is the conditioning image.
-3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction, the parametrisation that
+3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction (``svdkit.objective``, the loss
+   ``svdkit.finetune`` trains with too), the parametrisation that
    ``EulerDiscreteScheduler`` (v_prediction, continuous timesteps) samples from:
 
    * input ``x_noisy / sqrt(sigma^2 + 1)`` concatenated on channels with the *unscaled* image latents
@@ -55,6 +56,7 @@ import torch.nn.functional as F
 
 from svdkit.cli_args import count
 from svdkit.files import atomic_write
+from svdkit.objective import diffusion_loss, sample_sigma
 from svdkit.toy.checkpoint import Run, resume, save_training
 from svdkit.toy.evaluate import averaged, evaluate
 from svdkit.toy.recipes import CLIP_CONFIG, RECIPES, SCHEDULER_CONFIG, Recipe, unet_config, vae_config
@@ -354,27 +356,15 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             image_latents = vae.encode(noisy_first).latent_dist.mode()  # (B, 4, h, w), NOT scaled
             embeddings = _clip_embeddings(pipe, first)  # (B, 1, D)
         keep = torch.tensor(np.repeat(rng.random(G) >= COND_DROPOUT, K), dtype=torch.float32, device=device)
-        image_latents = image_latents * keep.view(B, 1, 1, 1)
-        embeddings = embeddings * keep.view(B, 1, 1)
-        image_latents = image_latents.unsqueeze(1).expand(-1, NUM_FRAMES, -1, -1, -1)  # (B, F, 4, h, w)
 
-        # c. EDM noise and preconditioning (what EulerDiscreteScheduler undoes at sampling time)
+        # c. EDM noise, preconditioning and loss (svdkit.objective: the same function svdkit.finetune trains with)
         # one noise level and one noise sample per scene: its K clips then differ only in their motion
-        log_sigma = torch.where(torch.rand(G, generator=gen) < P_UNIFORM,
-                                math.log(0.002) + math.log(700 / 0.002) * torch.rand(G, generator=gen),
-                                P_MEAN + P_STD * torch.randn(G, generator=gen))
-        sigma = log_sigma.exp().repeat_interleave(K).to(device)  # (B,)
-        s = sigma.view(B, 1, 1, 1, 1)
+        sigma = sample_sigma(G, gen, p_mean=P_MEAN, p_std=P_STD, p_uniform=P_UNIFORM)
+        sigma = sigma.repeat_interleave(K).to(device)  # (B,)
         noise = torch.randn((G, 1, *latents.shape[1:]), generator=gen).expand(-1, K, -1, -1, -1, -1)
-        x_noisy = latents + s * noise.reshape(latents.shape).to(device)
-        model_in = torch.cat([x_noisy / (s**2 + 1).sqrt(), image_latents], dim=2)  # (B, F, 8, h, w)
-        out = unet(model_in, 0.25 * sigma.log(), encoder_hidden_states=embeddings,
-                   added_time_ids=added_time_ids, return_dict=False)[0]  # (B, F, 4, h, w)
-        x0 = out * (-s / (s**2 + 1).sqrt()) + x_noisy / (s**2 + 1)
-        weight = (s**2 + 1) / s**2  # EDM: the same as plain MSE on the v target
-        loss = (weight * (x0 - latents) ** 2).mean()
-        # motion is a small part of each frame: also match the frame-to-frame changes
-        loss = loss + TEMPORAL_WEIGHT * (weight * (x0.diff(dim=1) - latents.diff(dim=1)) ** 2).mean()
+        loss = diffusion_loss(unet, latents, image_latents, embeddings, added_time_ids, sigma=sigma,
+                              noise=noise.reshape(latents.shape).to(device), keep=keep,
+                              temporal_weight=TEMPORAL_WEIGHT)
 
         opt.zero_grad(set_to_none=True)
         loss.backward()
