@@ -11,10 +11,12 @@ The four stages of SVD live in `svdkit.sampling`; models in `svdkit.models`; res
 pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal attention in `svdkit.attention`,
 widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids of settings with `svdkit.sweep`
 (ranges, results and their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame
-with `svdkit.text_to_image`.
+with `svdkit.text_to_image`; fine-tuning on your own clips with `svdkit.finetune`
+(its objective in `svdkit.objective`).
 """
 
 from svdkit import attention, latent_rgb, metrics, sampling, sweeps, viz, widgets
+from svdkit.finetune import finetune
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.sweeps import sweep
@@ -35,6 +37,8 @@ __all__ = [
     "sweep",
     # text -> first frame
     "text_to_image",
+    # fine-tune on your own clips (LoRA, temporal layers, full)
+    "finetune",
     # modules: sweeps (ranges, results, views) and measurements, pictures, widgets
     "sweeps", "metrics", "viz", "widgets",
     # modules: the stages by hand, latents as colours, temporal attention
