@@ -83,6 +83,24 @@ def check_toy_world(summary: dict, out: Path) -> None:
     assert motion["255"] > 3 * motion["0"] + 0.2, f"the bundled toy should listen to motion_bucket_id: {motion}"
 
 
+def check_fine_tuning(summary: dict, out: Path) -> None:
+    fall = summary["falls"]
+    truth = summary["truth_acceleration"]
+    assert fall["truth"]["track_error"] < 1 and abs(fall["truth"]["acceleration"] - truth) < 0.03
+    for method in ("lora", "full"):
+        assert fall[method]["track_error"] < 0.6 * fall["before"]["track_error"], \
+            f"after fine-tuning, held-out shapes should fall as gravity says: {fall}"
+    assert abs(fall["full"]["acceleration"] - truth) < 0.1
+    assert abs(fall["full"]["start_speed"]) < abs(fall["before"]["start_speed"]), "dropped from rest"
+    response = summary["bucket_response"]
+    assert set(response) == {"buckets", "truth", "before", "lora", "full"}
+    assert response["before"][-1] > response["before"][0] + 1, "the base model follows the bucket"
+    assert all(0 < a < 1 and 0 < b < 1 for a, b in summary["losses"].values())
+    assert summary["reloaded_same"] is True
+    assert "adapter_model.safetensors" in summary["files"]["lora"] and "unet.safetensors" in summary["files"]["full"]
+    assert {"finetune.json", "loss.json", "checkpoints"} <= set(summary["files"]["full"])
+
+
 NOTEBOOKS = [
     pytest.param("00_quickstart.ipynb", {"num_inference_steps": 6, "motions": [10, 255]}, check_quickstart,
                  id="00_quickstart"),
@@ -90,6 +108,8 @@ NOTEBOOKS = [
     pytest.param("02_denoising.ipynb", {"num_inference_steps": 6}, check_denoising, id="02_denoising"),
     pytest.param("06_toy_world.ipynb", {"num_inference_steps": 10, "train_steps": 4, "pool_scenes": 2,
                                         "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
+    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255]}, check_fine_tuning,
+                 id="07_fine_tuning"),
 ]
 
 
