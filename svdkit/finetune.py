@@ -11,7 +11,7 @@ finetuned=out_dir)` loads the base model with the fine-tune applied.
 >>> out = tempfile.mkdtemp()
 >>> result = finetune(pipe, clips, method="lora", out_dir=out, steps=2, progress=False)
 >>> sorted(p.name for p in result.out_dir.iterdir())
-['adapter_config.json', 'adapter_model.safetensors', 'checkpoints', 'finetune.json', 'loss.json']
+['adapter_config.json', 'adapter_model.safetensors', 'checkpoints', 'finetune.json', 'loss.json', 'loss.png']
 >>> tuned = svdkit.load_pipeline("toy", finetuned=out)
 
 **The clips.** A folder of videos, a list of video paths, or a list of uint8 arrays (F, H, W, 3). Each is resized to
@@ -49,11 +49,12 @@ temporal layers (`TEMPORAL_PARTS`: temporal transformer blocks, temporal res-blo
   8 bytes a trained weight; matters for ``"full"`` (1.5 B weights: 12 GB of AdamW state), little for LoRA.
 
 **What is written to out_dir.** ``finetune.json``: the base model, the method, every option, each clip with its
-measured conditioning, the library versions, and the status; the weights as safetensors: ``adapter_model.safetensors``
-with peft's ``adapter_config.json`` (lora), or ``unet.safetensors`` with the trained UNet tensors under their
-state-dict names (temporal, full); ``loss.json``, every step's loss; ``checkpoints/``, written atomically every
-``checkpoint_every`` steps and at the end. ``resume=True`` continues from the last checkpoint after a crash or a kill,
-and reaches the same weights as a run never interrupted (same seed, same machine).
+measured conditioning, the library versions, and the status; the weights as safetensors:
+``adapter_model.safetensors`` with peft's ``adapter_config.json`` (lora), or ``unet.safetensors`` with the trained
+UNet tensors under their state-dict names (temporal, full); ``loss.json``, every step's loss; ``checkpoints/``,
+written atomically every ``checkpoint_every`` steps and at the end; ``loss.png``, the curve; with
+``validate_every``, ``validation/`` clips. ``resume=True`` continues from the last checkpoint after a crash or a
+kill, and reaches the same weights as a run never interrupted (same seed, same machine).
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
              cond_dropout: float = 0.1, temporal_weight: float = 0.0, warmup: int = 10,
              gradient_checkpointing: bool = False, mixed_precision: str = "auto", optimizer: str = "adamw",
              checkpoint_every: int = 100, resume: bool = False, seed: int = 0, progress: bool = True,
-             callback=None) -> FineTune:
+             callback=None, validate_every: int | None = None) -> FineTune:
     """Fine-tune `pipe`'s UNet on `clips` with SVD's objective; write weights, record, losses and checkpoints to
     `out_dir` (see the module docstring for every output).
 
@@ -371,6 +372,8 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
       checkpoint_every: steps between checkpoints. resume: continue the run in `out_dir` from its last checkpoint.
       seed: every random draw (LoRA's initial weights, windows, noise) follows from it.
       progress: a tqdm bar with the loss and time left. callback: ``callback(step, loss)`` after every step.
+      validate_every: every this many steps, a clip from the first clip's first frame (its fps and bucket, 10 steps,
+        seed 0) is written to ``out_dir/validation/step-NNNNNN.mp4``, to watch the fine-tune take hold.
 
     Returns:
       A `FineTune`. The pipeline's UNet holds the trained weights afterwards (LoRA adapters unmerged).
@@ -502,6 +505,8 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
             callback(step, value)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             save(step + 1)
+        if validate_every and (step + 1) % validate_every == 0:
+            _validation_clip(pipe, prepared[0], out_dir / "validation" / f"step-{step + 1:06d}.mp4")
     unet.eval()
     for p in params.values():
         p.requires_grad_(False)
@@ -525,8 +530,33 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
         save_file(weights, str(tmp))
     losses = [list(row) for row in run.curve(_STAGE, "loss")]
     _write_json(out_dir / "loss.json", {"columns": ["step", "loss"], "rows": losses})
+    _plot_losses(losses, out_dir / "loss.png")
     _write_json(record_path, {**record, "status": "done", "weights": name})
     return FineTune(out_dir=out_dir, method=method, losses=[tuple(r) for r in losses], clips=clip_rows)
+
+
+def _validation_clip(pipe, clip: dict, path: Path) -> None:
+    from svdkit.sampling import generate
+
+    was_training = pipe.unet.training
+    pipe.unet.eval()
+    video = generate(pipe, clip["frames"][0], seed=0, num_inference_steps=10, fps=max(1, round(clip["fps"])),
+                     motion_bucket_id=clip["motion_bucket_id"])
+    pipe.unet.train(was_training)
+    path.parent.mkdir(exist_ok=True)
+    video.save(path)
+
+
+def _plot_losses(rows: list, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3))
+    ax = fig.add_subplot()
+    ax.plot(*zip(*rows) if rows else ([], []))
+    ax.set(xlabel="step", ylabel="loss", title="fine-tuning loss")
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 @torch.no_grad()

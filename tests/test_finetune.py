@@ -178,3 +178,16 @@ def test_clips_are_fitted_to_the_model_and_their_conditioning_measured(tmp_path)
     assert rows[0]["motion_bucket_id"] < 10 and rows[0]["frames"][:, 32, 32].mean() > 150
     assert rows[1]["fps"] == 7 and rows[1]["motion_bucket_id"] > 150  # arrays: fps 7 unless given
     assert prepare_clips(make_tiny_pipeline(), [fast], motion_bucket_id=40)[0]["motion_bucket_id"] == 40
+
+
+def test_memory_options_and_validation_clips_run_on_the_cpu(tmp_path):
+    """Gradient checkpointing and bf16 autocast (CPU autocast here; CUDA in benchmarks/finetune_memory.py) train
+    the same parameters; validation clips and the loss curve are written."""
+    pipe = make_tiny_pipeline()
+    result = finetune(pipe, _clips(range(2)), method="temporal", out_dir=tmp_path, steps=2, lr=1e-3,
+                      gradient_checkpointing=True, mixed_precision="bf16", validate_every=1, progress=False)
+    assert all(np.isfinite(loss) for _, loss in result.losses)
+    assert sorted(p.name for p in (tmp_path / "validation").iterdir()) == ["step-000001.json", "step-000001.mp4",
+                                                                          "step-000002.json", "step-000002.mp4"]
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    assert not pipe.unet.is_gradient_checkpointing and all(p.dtype == torch.float32 for p in pipe.unet.parameters())
