@@ -352,7 +352,8 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
     `out_dir` (see the module docstring for every output).
 
     Args:
-      pipe: a ``StableVideoDiffusionPipeline`` (``svdkit.load_pipeline(...)``); its UNet is trained in place.
+      pipe: a ``StableVideoDiffusionPipeline`` (``svdkit.load_pipeline(...)``, with memory='fast' on a GPU: no
+        offload); its UNet is trained in place.
       clips: a folder of videos, a list of video paths, or a list of uint8 arrays (F, H, W, 3), each with at least
         the model's frame count.
       method: "lora", "temporal" or "full" (see `METHODS`).
@@ -381,6 +382,10 @@ def finetune(pipe, clips, *, method: str = "lora", out_dir, steps: int = 500, lr
     # 1. Check everything that is cheap to check, then the clips, then the folder: no work before all pass.
     _check_options(method, steps, batch_size, rank, checkpoint_every, lr, mixed_precision, optimizer, fps,
                    motion_bucket_id, cond_dropout)
+    info = getattr(pipe, "svdkit", None)
+    if info is not None and info.device.startswith("cuda") and info.memory != "fast":
+        raise ValueError(f"pipe: fine-tuning keeps the whole pipeline on the GPU; load it with memory='fast' "
+                         f"(its memory preset {info.memory!r} moves weights between CPU and GPU)")
     num_frames, height, width = _shape(pipe, num_frames, height, width)
     device = str(pipe.unet.device)
     lr = lr if lr is not None else (1e-4 if method == "lora" else 1e-5)
