@@ -12,11 +12,13 @@ pictures in `svdkit.viz`, latents as colours in `svdkit.latent_rgb`, temporal at
 widgets in `svdkit.widgets`; the approximate speed-ups in `svdkit.speed`; grids of settings with `svdkit.sweep`
 (ranges, results and their views in `svdkit.sweeps`), measured by `svdkit.metrics`; a text-to-image first frame
 with `svdkit.text_to_image`. Longer clips chain segments with `svdkit.extend`; `generate(..., loop=True)` and
-`generate(..., end_image=...)` steer the last frames toward a picture (`svdkit.keyframes`).
+`generate(..., end_image=...)` steer the last frames toward a picture (`svdkit.keyframes`). Fine-tuning on your
+own clips with `svdkit.finetune` (in `svdkit.fine_tuning`; its objective in `svdkit.objective`).
 """
 
 from svdkit import attention, keyframes, latent_rgb, metrics, sampling, sweeps, viz, widgets
 from svdkit.chain import extend
+from svdkit.fine_tuning import finetune
 from svdkit.models import MEMORY_PRESETS, MODELS, load_pipeline
 from svdkit.sampling import decode_latents, generate, guidance_schedule, load_image
 from svdkit.sweeps import sweep
@@ -39,6 +41,8 @@ __all__ = [
     "sweep",
     # text -> first frame
     "text_to_image",
+    # fine-tune on your own clips (LoRA, temporal layers, full)
+    "finetune",
     # modules: sweeps (ranges, results, views) and measurements, pictures, widgets
     "sweeps", "metrics", "viz", "widgets",
     # modules: the stages by hand, latents as colours, temporal attention

@@ -109,6 +109,7 @@ class LoadInfo:
     decode_chunk_size: int | None
     weights: str = "pretrained"
     compiled: bool = False
+    finetuned: str | None = None
 
     def __repr__(self) -> str:
         shown = ("model", "weights", "device", "dtype", "memory", "decode_chunk_size", "compiled")
@@ -269,7 +270,7 @@ def load_weights(cls, source: str, dtype: torch.dtype, *, model: str | None = No
 
 
 def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", memory: str = "auto",
-                  weights: str = "pretrained", compile: bool = False):
+                  weights: str = "pretrained", compile: bool = False, finetuned=None):
     """Load an SVD model as a diffusers `StableVideoDiffusionPipeline`, ready to `generate()` with.
 
     Args:
@@ -285,6 +286,8 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
         (its default size becomes 64x128).
       compile: compile the UNet's blocks and the VAE decoder with `torch.compile` (`svdkit.speed.compile_pipeline`);
         the first clip of each size pays the compilation.
+      finetuned: the `out_dir` of a finished `svdkit.finetune` run of this model: its LoRA adapters or trained
+        UNet weights are applied on top of the base weights (`svdkit.fine_tuning.load_finetuned`).
 
     Returns:
       The pipeline, with `pipe.svdkit` recording the model name, weights, device, dtype and memory preset;
@@ -321,6 +324,12 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
         if tiny:
             spec = dataclasses.replace(spec, height=64, width=128, note=spec.note + "; tiny random stand-in")
 
+    if finetuned is not None:  # 2b. A fine-tune on top of the base weights.
+        from svdkit.fine_tuning import load_finetuned
+        base = load_finetuned(pipe.unet, finetuned)["base_model"]
+        if base != str(model):
+            warnings.warn(f"finetuned: {finetuned} was trained on {base!r}, not on {model!r}", stacklevel=2)
+
     # 3. Place it according to the memory preset.
     cfg = MEMORY_PRESETS[preset]
     if cfg["offload"] and device.startswith("cuda"):
@@ -337,7 +346,7 @@ def load_pipeline(model: str = "toy", *, device: str = "auto", dtype="auto", mem
     pipe.random_weights = weights != "pretrained"
     pipe.svdkit = LoadInfo(model=str(model), spec=spec, device=device, dtype=str(torch_dtype).replace("torch.", ""),
                            memory=preset, decode_chunk_size=cfg["decode_chunk_size"], weights=weights,
-                           compiled=bool(compile))
+                           compiled=bool(compile), finetuned=None if finetuned is None else str(finetuned))
     return pipe
 
 

@@ -186,3 +186,21 @@ def test_results_writer_appends_dated_machine_labelled_sections(tmp_path):
     second = path.read_text()
     assert second.startswith(first) and second.count("\n## ") == 2
     assert f"\n## {dt.date.today().isoformat()}: sweep_speed\n" in second and "speed-up: 1.14x\n```" in second
+
+
+@pytest.mark.slow
+def test_finetune_memory_benchmark_runs_tiny(tmp_path):
+    """benchmarks/finetune_memory.py at the tiny size on the CPU: every method, with and without checkpointing."""
+    out = tmp_path / "finetune_memory_tiny.json"
+    script = ROOT / "benchmarks" / "finetune_memory.py"
+    proc = subprocess.run([sys.executable, str(script), "--tiny", "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["size"] == "tiny" and result["random_weights"] is True
+    rows = {(r["method"], r["checkpointing"]): r for r in result["results"]}
+    assert set(rows) == {(m, c) for m in ("lora", "temporal", "full") for c in (False, True)}
+    assert all(r["status"] == "ok" and r["seconds_per_step"] > 0 for r in rows.values())
+    trained = {m: rows[(m, False)]["trained_parameters_m"] for m in ("lora", "temporal", "full")}
+    assert 0 < trained["lora"] < trained["full"] and 0 < trained["temporal"] < trained["full"]
+    assert "full" in proc.stdout and "s/step" in proc.stdout

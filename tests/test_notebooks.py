@@ -96,6 +96,22 @@ def check_longer_and_looping(summary: dict, out: Path) -> None:
     assert summary["loops"]["pingpong"]["seam"] <= 1.5
     assert summary["end_fidelity_gain"] >= 5, (summary["end_fidelity_plain"], summary["end_fidelity_end_image"])
     assert all(Path(v).stat().st_size > 0 for v in summary["videos"]) and summary["answer"]
+def check_fine_tuning(summary: dict, out: Path) -> None:
+    fall = summary["falls"]
+    truth = summary["truth_acceleration"]
+    assert fall["truth"]["track_error"] < 1 and abs(fall["truth"]["acceleration"] - truth) < 0.03
+    for method in ("lora", "full"):
+        assert fall[method]["track_error"] < 0.6 * fall["before"]["track_error"], \
+            f"after fine-tuning, held-out shapes should fall as gravity says: {fall}"
+    assert all(summary["held_out_loss"][m] < summary["held_out_loss"]["before"] for m in ("lora", "full"))
+    assert abs(fall["full"]["start_speed"]) < abs(fall["before"]["start_speed"]), "dropped from rest"
+    response = summary["bucket_response"]
+    assert set(response) == {"buckets", "truth", "before", "lora", "full"}
+    assert response["before"][-1] > response["before"][0] + 1, "the base model follows the bucket"
+    assert all(0 < a < 1 and 0 < b < 1 for a, b in summary["losses"].values())
+    assert summary["reloaded_same"] is True
+    assert "adapter_model.safetensors" in summary["files"]["lora"] and "unet.safetensors" in summary["files"]["full"]
+    assert {"finetune.json", "loss.json", "checkpoints"} <= set(summary["files"]["full"])
 
 
 NOTEBOOKS = [
@@ -107,6 +123,8 @@ NOTEBOOKS = [
                                         "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
     pytest.param("08_longer_and_looping.ipynb", {"num_inference_steps": 10, "seeds": [0, 1]}, check_longer_and_looping,
                  id="08_longer_and_looping"),
+    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255]}, check_fine_tuning,
+                 id="07_fine_tuning"),
 ]
 
 

@@ -5,15 +5,15 @@ the conditioning of the real model exactly as the diffusers pipeline builds it a
 
 1. **VAE.** ``AutoencoderKLTemporalDecoder`` learns to reconstruct short clips of the world (L1 + MSE + an
    edge term + a small KL). Most steps see 32x32 crops of 4-frame chunks (a quarter of the cost, so four
-   times the scenes); the last ``recipe.vae_full`` of them (10%) whole frames. The pixels on and around the shapes weigh
+   times the scenes); the last ``recipe.vae_full`` (10%) whole frames. The pixels on and around the shapes weigh
    ``1 + VAE_SHAPE_WEIGHT``: they are a few percent of a frame but all of its content, and a VAE trained on
    equal weights blurs squares and diamonds into discs and leaves coloured fringes that read as extra shapes.
    Its ``scaling_factor`` is then measured so that scaled latents have unit std.
 2. **Latent pool.** ``POOL_SCENES`` training scenes are rendered at ``POOL_SPEEDS`` speeds each (one of them
    still) for ``POOL_FRAMES`` frames and encoded once. Any 14-frame window of a pool clip, played
    forwards or backwards, is a training clip; its first frame is the conditioning image.
-3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction, the parametrisation that
-   ``EulerDiscreteScheduler`` (v_prediction, continuous timesteps) samples from:
+3. **UNet.** ``UNetSpatioTemporalConditionModel`` learns EDM v-prediction (``svdkit.objective``, the loss
+   ``svdkit.finetune`` trains with too), which ``EulerDiscreteScheduler`` (v_prediction, continuous) samples:
 
    * input ``x_noisy / sqrt(sigma^2 + 1)`` concatenated on channels with the *unscaled* image latents
      ``vae.encode(image + noise_aug_strength * noise).latent_dist.mode()``, repeated over frames;
@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from svdkit.cli_args import count
 from svdkit.files import atomic_write
+from svdkit.objective import diffusion_loss, sample_sigma
 from svdkit.toy.checkpoint import Run, resume, save_training
 from svdkit.toy.evaluate import averaged, evaluate
 from svdkit.toy.recipes import CLIP_CONFIG, RECIPES, SCHEDULER_CONFIG, Recipe, unet_config, vae_config
@@ -124,14 +125,10 @@ def build_pipeline(seed: int = SEED, recipe: Recipe = RECIPES["v1"]):
 
 @torch.no_grad()
 def pass_through(vae) -> None:
-    """Start the VAE decoder's last layer as the identity: each output colour is its input colour, this frame only.
+    """Start the VAE decoder's last layer, ``time_conv_out`` (a Conv3d 3 -> 3 over frames), as the identity.
 
-    The decoder ends in ``time_conv_out``, a Conv3d from 3 to 3 channels with kernel (3, 1, 1) over frames. For a
-    still clip it multiplies every pixel's RGB by the sum of its three taps, a 3x3 matrix; PyTorch's default init
-    makes that matrix nearly singular (singular values 0.53, 0.10 and 0.02 for the v2 recipe's seed 0), so that
-    colour reaches the output only along one direction, brightness. A VAE trained from there stayed grey for 4,000
-    steps (its matrix ended at 0.37, 0.04, 0.002): every shape and background came back as a grey of the right
-    brightness. Started as the identity, the layer passes all three colours from the first step.
+    At PyTorch's init its taps sum, for a still clip, to a nearly singular 3x3 colour matrix (singular values 0.53,
+    0.10, 0.02 for v2's seed 0): a VAE trained from there came back grey for 4,000 steps (svdkit/toy/README.md).
     """
     w = vae.decoder.time_conv_out.weight  # (3 out, 3 in, 3 frames, 1, 1)
     w.zero_()
@@ -375,27 +372,15 @@ def train_unet(pipe, pool: dict, steps: int, *, device: str, seed: int = SEED, b
             image_latents = vae.encode(noisy_first).latent_dist.mode()  # (B, 4, h, w), NOT scaled
             embeddings = _clip_embeddings(pipe, first)  # (B, 1, D)
         keep = torch.tensor(np.repeat(rng.random(G) >= COND_DROPOUT, K), dtype=torch.float32, device=device)
-        image_latents = image_latents * keep.view(B, 1, 1, 1)
-        embeddings = embeddings * keep.view(B, 1, 1)
-        image_latents = image_latents.unsqueeze(1).expand(-1, NUM_FRAMES, -1, -1, -1)  # (B, F, 4, h, w)
 
-        # c. EDM noise and preconditioning (what EulerDiscreteScheduler undoes at sampling time)
+        # c. EDM noise, preconditioning and loss (svdkit.objective: the same function svdkit.finetune trains with)
         # one noise level and one noise sample per scene: its K clips then differ only in their motion
-        log_sigma = torch.where(torch.rand(G, generator=gen) < P_UNIFORM,
-                                math.log(0.002) + math.log(700 / 0.002) * torch.rand(G, generator=gen),
-                                P_MEAN + P_STD * torch.randn(G, generator=gen))
-        sigma = log_sigma.exp().repeat_interleave(K).to(device)  # (B,)
-        s = sigma.view(B, 1, 1, 1, 1)
+        sigma = sample_sigma(G, gen, p_mean=P_MEAN, p_std=P_STD, p_uniform=P_UNIFORM)
+        sigma = sigma.repeat_interleave(K).to(device)  # (B,)
         noise = torch.randn((G, 1, *latents.shape[1:]), generator=gen).expand(-1, K, -1, -1, -1, -1)
-        x_noisy = latents + s * noise.reshape(latents.shape).to(device)
-        model_in = torch.cat([x_noisy / (s**2 + 1).sqrt(), image_latents], dim=2)  # (B, F, 8, h, w)
-        out = unet(model_in, 0.25 * sigma.log(), encoder_hidden_states=embeddings,
-                   added_time_ids=added_time_ids, return_dict=False)[0]  # (B, F, 4, h, w)
-        x0 = out * (-s / (s**2 + 1).sqrt()) + x_noisy / (s**2 + 1)
-        weight = (s**2 + 1) / s**2  # EDM: the same as plain MSE on the v target
-        loss = (weight * (x0 - latents) ** 2).mean()
-        # motion is a small part of each frame: also match the frame-to-frame changes
-        loss = loss + TEMPORAL_WEIGHT * (weight * (x0.diff(dim=1) - latents.diff(dim=1)) ** 2).mean()
+        loss = diffusion_loss(unet, latents, image_latents, embeddings, added_time_ids, sigma=sigma,
+                              noise=noise.reshape(latents.shape).to(device), keep=keep,
+                              temporal_weight=TEMPORAL_WEIGHT)
 
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -261,8 +261,12 @@ def _bounce(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def shape_positions(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
-                    *, size: int = _NATIVE, world: str = "palette") -> np.ndarray:
+                    *, size: int = _NATIVE, world: str = "palette", gravity: float = 0.0) -> np.ndarray:
     """Ground-truth centres of every shape in every frame, in pixels, as ``(F, N, 2)`` with (x, y) last.
+
+    ``gravity`` (pixels per second squared in a 64-pixel frame; 0, the world the toy was trained on, by default)
+    pulls every shape down: ``y = y0 + vy t + gravity t^2 / 2``; a shape that reaches the floor (or the ceiling)
+    stays there instead of bouncing, and keeps sliding sideways.
 
     >>> pos = shape_positions(5, motion_bucket_id=255, fps=6)
     >>> step = np.linalg.norm(pos[1] - pos[0], axis=-1)   # 4 px, unless a shape just bounced
@@ -275,7 +279,12 @@ def shape_positions(seed: int, motion_bucket_id: float = 127, fps: float = 7, nu
     for i, s in enumerate(scene.shapes):
         r = s.radius * scale
         for axis, (p0, v) in enumerate(zip(s.start, (math.cos(s.direction), math.sin(s.direction)))):
-            out[:, i, axis] = _bounce(p0 * scale + v * step * t[:, 0], r, size - r)
+            free = p0 * scale + v * step * t[:, 0]
+            if axis == 1 and gravity:
+                fall = 0.5 * gravity * scale * (t[:, 0] / fps) ** 2
+                out[:, i, axis] = np.clip(free + fall, r, size - r)
+            else:
+                out[:, i, axis] = _bounce(free, r, size - r)
     return out
 
 
@@ -327,7 +336,7 @@ def render_frame(scene: Scene, centres: np.ndarray, *, size: int = _NATIVE,
 
 
 def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_frames: int = 14,
-                *, size: int = 64, world: str = "palette") -> np.ndarray:
+                *, size: int = 64, world: str = "palette", gravity: float = 0.0) -> np.ndarray:
     """Render the clip of scene ``seed`` at the speed that ``motion_bucket_id`` and ``fps`` mean.
 
     Args:
@@ -337,6 +346,8 @@ def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_fr
         num_frames: frames to render, the first at time 0.
         size: frame height and width in pixels (the scene scales with it).
         world: which scene distribution ``seed`` draws from, one of :data:`WORLDS`.
+        gravity: pixels per second squared pulling the shapes down (see :func:`shape_positions`); 0 by default,
+            the world the toy SVD was trained on; notebook 07 teaches it this motion.
 
     Returns:
         uint8 array, (F, H, W, 3).
@@ -346,7 +357,8 @@ def render_clip(seed: int, motion_bucket_id: float = 127, fps: float = 7, num_fr
     True
     """
     scene = describe_scene(seed, world=world)
-    centres = shape_positions(seed, motion_bucket_id, fps, num_frames, size=size, world=world)  # (F, N, 2)
+    centres = shape_positions(seed, motion_bucket_id, fps, num_frames, size=size, world=world,
+                              gravity=gravity)  # (F, N, 2)
     bg = _background(scene.background, size)
     frames = [render_frame(scene, c, size=size, background=bg) for c in centres]
     return np.clip(np.rint(np.stack(frames)), 0, 255).astype(np.uint8)  # (F, H, W, 3)
