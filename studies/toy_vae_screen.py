@@ -3,6 +3,7 @@
     python -m studies.toy_vae_screen                                   # the designs below, seeds 0 and 1
     python -m studies.toy_vae_screen --designs w64 enc128 --steps 400 --seeds 0 1
     python -m studies.toy_vae_screen --table                           # print the table and curves so far
+    python -m studies.toy_vae_screen --probe RUN_DIR                   # probe a training run's newest VAE checkpoint
 
 A diffusers VAE has two GroupNorms (32 groups) through which every picture must pass with no skip around them:
 the encoder's last, at the deepest level (``vae_blocks[-1]`` channels), and the decoder's last, at full
@@ -18,6 +19,10 @@ Each (design, seed) trains the toy's VAE (``svdkit.toy.train.train_vae``, the re
 * ``world dB`` / ``kept``: median PSNR and share of frames keeping their shapes (``shapes_kept``) of round trips of
   12 held-out broad-world clips at bucket 200 -- the ceiling of check 1 for any UNet on this VAE;
 * ``drawn dB``: mean PSNR of round trips of the benchmark's drawn pictures (check 3's ceiling on them).
+
+``--probe RUN_DIR`` measures the same on the newest VAE checkpoint of a training run (``python -m svdkit.toy.train
+--only-vae --run-dir RUN_DIR``, resumable), so that a long VAE training gets its learning curve while it runs; its
+rows are labelled with the run folder's name.
 
 Results are appended, one JSON line per probe, to ``--out`` (``vae_screen.jsonl`` under the toy runs folder); a
 (design, seed) already finished there is skipped, so the command can be rerun after an interruption. Decode time is
@@ -98,6 +103,29 @@ def run_one(design: str, seed: int, steps: int, probes: list[int], out: Path) ->
     train.train_vae(vae, steps, device="cpu", seed=seed, recipe=recipe, callback=callback)
 
 
+def probe_run(run_dir: Path, out: Path) -> dict:
+    """Probe the newest VAE checkpoint of the training run in ``run_dir`` and append the row to ``out``."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from svdkit.toy.checkpoint import Run
+
+    run = Run(run_dir)
+    starts = run.rows(stage="start")
+    found = run.latest("vae")
+    if not starts or found is None:
+        raise SystemExit(f"--probe: {run_dir} holds no VAE checkpoint of a toy training")
+    record = starts[0]
+    tensors, state = found
+    recipe = train.Recipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in record["recipe"].items()})
+    vae = AutoencoderKLTemporalDecoder(**vae_config(recipe))
+    vae.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    row = {"design": run_dir.name, "seed": record.get("seed"), "step": int(state["step"]),
+           "steps": record.get("vae_steps"), **probe(vae)}
+    with open(out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    return row
+
+
 def read(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
 
@@ -112,7 +140,9 @@ def table(rows: list[dict]) -> str:
     """One line per (design, step): each measurement as the two seeds' values, and the mean."""
     lines = ["| design | step | flat RGB error | world round trip dB | shapes kept | drawn round trip dB |",
              "|---|---|---|---|---|---|"]
-    keys = sorted({(r["design"], r["step"]) for r in rows}, key=lambda k: (list(DESIGNS).index(k[0]), k[1]))
+    order = list(DESIGNS)
+    keys = sorted({(r["design"], r["step"]) for r in rows},
+                  key=lambda k: (order.index(k[0]) if k[0] in order else len(order), k[0], k[1]))
     for design, step in keys:
         got = sorted((r for r in rows if r["design"] == design and r["step"] == step), key=lambda r: r["seed"])
         cells = [_cell([r[name] for r in got], fmt) for name, fmt in
@@ -130,7 +160,12 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=count(), default=1)
     ap.add_argument("--out", type=Path, default=train.DEFAULT_RUNS / "vae_screen.jsonl")
     ap.add_argument("--table", action="store_true", help="print the table of what --out holds, and train nothing")
+    ap.add_argument("--probe", type=Path, metavar="RUN_DIR", help="probe this training run's newest VAE checkpoint")
     args = ap.parse_args(argv)
+    if args.probe is not None:
+        torch.set_num_threads(args.threads)
+        print(json.dumps(probe_run(args.probe, args.out)))
+        return
     if args.table:
         print(table(read(args.out)))
         return
