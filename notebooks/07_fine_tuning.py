@@ -15,7 +15,8 @@
 # conditioning (fps, motion bucket) instead of assuming it. We fine-tune twice, with **LoRA** adapters and with
 # **full** fine-tuning, and measure three things on pictures the fine-tune never saw: whether the new motion is
 # followed (the fitted vertical acceleration, and how far each shape strays from its true fall), what was
-# forgotten (does `motion_bucket_id` still set the speed of the old world?), and the loss.
+# forgotten (does `motion_bucket_id` still set the speed of the old world?), and the loss, as the steps go by.
+# Last, LoRA at other ranks: what more (or fewer) trained weights buy.
 
 # %%
 # Setup: install svdkit when it is missing; in Colab, also turn on its widget manager. Elsewhere this does nothing.
@@ -43,6 +44,7 @@ held_out = 6             # held-out scenes to measure on (never trained on, by t
 steps = 120              # optimizer steps of each fine-tune (about 0.5 s each on 2 CPU cores, batch 4)
 batch_size = 4
 lora_rank = 16
+lora_ranks = [4, 64]     # other LoRA ranks to compare (the same clips, steps, seed and layers); [] for none
 lora_lr = 5e-3
 full_lr = 1e-3
 lora_targets = r".*(transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)|temporal_res_block\.conv[12])"
@@ -56,11 +58,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 import svdkit
 from svdkit import metrics, viz
-from svdkit.fine_tuning import motion_bucket, prepare_clips, validation_loss
+from svdkit.fine_tuning import motion_bucket, prepare_clips, trainable_parameters, validation_loss
 from svdkit.toy import HELD_OUT_SEED, detect_shapes, render_background, render_clip, scene_colours, shape_positions
 
 out = Path(out_dir)
@@ -165,31 +168,60 @@ for name, f in fall.items():
 # weight of the UNet. Both runs see the same clips, steps and seed; each writes its folder (weights as
 # safetensors, `finetune.json`, `loss.json`, checkpoints). The training loss jumps from batch to batch (each has
 # its own noise levels); the **held-out loss** (`validation_loss`: the held-out falling clips, fixed noise levels
-# and noise) is the one to compare.
+# and noise) is the one to compare. `finetune` calls `callback(step, loss)` after every step and trains the
+# pipeline's UNet in place, so the callback measures the held-out loss every `steps // 4` steps, on the weights of
+# that moment (`validation_loss` draws from its own seeded generator: the run is the same with or without it).
 
 # %%
-runs, pipes = {}, {}
+every = max(1, steps // 4)
+measured_at = sorted({*range(every, steps + 1, every), steps})  # steps done when the held-out loss is measured
 settings = dict(steps=steps, batch_size=batch_size, fps=fps, temporal_weight=4.0, seed=seed, progress=False)
-for method, options in (("lora", dict(lr=lora_lr, rank=lora_rank, target_modules=lora_targets)),
-                        ("full", dict(lr=full_lr))):
-    pipes[method] = svdkit.load_pipeline(model, device=device)
-    run_dir = out / method
+
+
+def fine_tune(name, method, **options):
+    """Fine-tune a fresh pipeline into out/name; returns (the pipeline, its FineTune, the held-out loss by steps
+    done [(0, before), (step, loss), ...])."""
+    pipe = svdkit.load_pipeline(model, device=device)
+    curve = [(0, held_out_loss["before"])]
+
+    def watch(step, loss):
+        if step + 1 in measured_at:
+            curve.append((step + 1, validation_loss(pipe, held_prepared, temporal_weight=4.0)))
+
+    run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time (finetune refuses to mix two runs)
-    runs[method] = svdkit.finetune(pipes[method], clips, method=method, out_dir=run_dir, **settings, **options)
+    run = svdkit.finetune(pipe, clips, method=method, out_dir=run_dir, callback=watch, **settings, **options)
+    return pipe, run, curve
+
+
+lora_options = dict(lr=lora_lr, target_modules=lora_targets)
+runs, pipes, curves = {}, {}, {}
+for method, options in (("lora", dict(rank=lora_rank, **lora_options)), ("full", dict(lr=full_lr))):
+    pipes[method], runs[method], curves[method] = fine_tune(method, method, **options)
     videos[method] = held_out_clips(pipes[method])
     fall[method] = falls(videos[method])
-    held_out_loss[method] = validation_loss(pipes[method], held_prepared, temporal_weight=4.0)
+    held_out_loss[method] = curves[method][-1][1]  # the weights after the last step
     print(runs[method], f"- track error {fall[method]['track_error']:.2f} px, held-out loss "
           f"{held_out_loss['before']:.4f} -> {held_out_loss[method]:.4f}")
 
-fig, ax = plt.subplots(figsize=(5, 3))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 for method, run in runs.items():
     s, loss = np.array(run.losses).T
     window = min(10, len(loss))
-    ax.plot(s[window - 1:], np.convolve(loss, np.ones(window) / window, mode="valid"), label=method)
-ax.set(xlabel="step", ylabel="loss (running mean of 10)", title="fine-tuning loss (each batch its own noise)")
-ax.legend()
+    axes[0].plot(s[window - 1:] + 1, np.convolve(loss, np.ones(window) / window, mode="valid"), label=method)
+    axes[1].plot(*zip(*curves[method]), "o-", label=method)
+axes[0].set(xlabel="steps done", ylabel="loss (running mean of 10)", title="training loss (each batch its own noise)")
+axes[1].set(xlabel="steps done", ylabel="held-out loss", title="held-out loss (fixed clips, noise)")
+for ax in axes:
+    ax.legend()
+fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# **What the steps did.** The right panel is the one to read: where a curve still falls at its last point, more
+# steps would likely lower the held-out loss further; where it has flattened (or turned up), more steps buy little
+# on pictures the fine-tune never saw. The training loss on the left cannot say this: it is measured on the clips
+# being learned, and each batch draws its own noise levels.
 
 # %% [markdown]
 # ## 5 · Before and after, on held-out pictures
@@ -244,6 +276,49 @@ again = svdkit.generate(reloaded, render_clip(scene, 0, fps)[0], seed=seed, num_
                         motion_bucket_id=bucket, fps=fps).frames
 print("reloaded LoRA makes the same clip:", bool(np.array_equal(again, videos["lora"][scene])))
 
+# %% [markdown]
+# ## 7 · What LoRA's rank does
+#
+# The rank sets how many weights the adapters train: each adapted layer gets a projection down to `rank` channels
+# and one back up, so their count is proportional to the rank. Each rank of `lora_ranks` is fine-tuned with the
+# same clips, steps, seed, learning rate and layers as the LoRA above; for each, the held-out loss as it trains, the
+# number of trained weights, and the track error on the held-out pictures (measured as in section 3).
+
+# %%
+by_rank = {lora_rank: {"params": sum(p.numel() for p in trainable_parameters(pipes["lora"].unet, "lora").values()),
+                       "curve": curves["lora"], "track_error": fall["lora"]["track_error"]}}
+for r in sorted(set(lora_ranks) - {lora_rank}):
+    pipe, _, curve = fine_tune(f"lora_rank{r}", "lora", rank=r, **lora_options)
+    by_rank[r] = {"params": sum(p.numel() for p in trainable_parameters(pipe.unet, "lora").values()),
+                  "curve": curve, "track_error": falls(held_out_clips(pipe))["track_error"]}
+    del pipe
+by_rank = dict(sorted(by_rank.items()))
+for row in by_rank.values():
+    row["held_out_loss"] = row["curve"][-1][1]
+
+fig, ax = plt.subplots(figsize=(5, 3))
+for r, row in by_rank.items():
+    ax.plot(*zip(*row["curve"]), "o-", label=f"rank {r}")
+ax.set(xlabel="steps done", ylabel="held-out loss", title="LoRA's held-out loss, by rank")
+ax.legend()
+plt.show()
+table = pd.DataFrame({"trained weights": [row["params"] for row in by_rank.values()],
+                      "held-out loss": [row["held_out_loss"] for row in by_rank.values()],
+                      "track error (px)": [row["track_error"] for row in by_rank.values()]},
+                     index=pd.Index(list(by_rank), name="rank"))
+print(f"before fine-tuning: held-out loss {held_out_loss['before']:.4f}, "
+      f"track error {fall['before']['track_error']:.2f} px; full fine-tuning: {held_out_loss['full']:.4f}, "
+      f"{fall['full']['track_error']:.2f} px ({sum(p.numel() for p in pipes['full'].unet.parameters())} weights)")
+table.round({"held-out loss": 4, "track error (px)": 2})
+
+# %% [markdown]
+# **How to read it.** The trained weights grow in proportion to the rank; the other two columns say what those
+# weights bought. Compare the held-out loss and the track error down the table, against the line above it (the model
+# before fine-tuning, and full fine-tuning): where a larger rank does not lower them, the smaller rank already holds
+# this motion, at a fraction of the weights; where it does, the motion needed the room. The curves add the steps:
+# every rank trained for the same steps, and one whose curve still falls at the last point had not finished
+# learning. This is one seed and a few held-out pictures: a small difference may not hold for another seed.
+
 # %%
 summary = {
     "model": model, "gravity": gravity, "fps": fps, "steps": steps, "train_clips": train_clips,
@@ -251,6 +326,10 @@ summary = {
     "bucket_response": {"buckets": buckets, **response},
     "losses": {m: [r.losses[0][1], float(np.mean([x for _, x in r.losses[-10:]]))] for m, r in runs.items()},
     "held_out_loss": held_out_loss,
+    "held_out_loss_by_step": {m: [list(point) for point in c] for m, c in curves.items()},
+    "lora_ranks": {str(r): {"params": row["params"], "held_out_loss": row["held_out_loss"],
+                            "track_error": row["track_error"], "held_out_loss_by_step": [list(p) for p in row["curve"]]}
+                   for r, row in by_rank.items()},
     "reloaded_same": bool(np.array_equal(again, videos["lora"][scene])),
     "files": {m: sorted(p.name for p in (out / m).iterdir()) for m in runs},
 }

@@ -43,6 +43,23 @@ def test_a_few_steps_lower_the_loss_on_held_out_clips(tmp_path):
     assert set(record["versions"]) == {"svdkit", "diffusers", "peft", "torch"}
 
 
+def test_the_held_out_loss_measured_during_a_run_leaves_the_run_unchanged(tmp_path):
+    """Notebook 07 measures validation_loss from finetune's callback: the run's losses and weights stay the same."""
+    held_out = prepare_clips(make_tiny_pipeline(), _clips(range(1_000_000, 1_000_002)))
+    runs, measured = [], []
+    for watch in (False, True):
+        pipe = make_tiny_pipeline()
+        callback = (lambda step, loss, pipe=pipe: measured.append(validation_loss(pipe, held_out))) if watch else None
+        result = finetune(pipe, _clips(range(3)), method="lora", out_dir=tmp_path / str(watch), steps=3, lr=1e-2,
+                          rank=4, batch_size=2, progress=False, callback=callback)
+        runs.append((result.losses, {n: p.clone() for n, p in trainable_parameters(pipe.unet, "lora").items()}))
+    (losses, weights), (watched_losses, watched_weights) = runs
+    assert len(measured) == 3 and len(set(measured)) == 3, measured  # measured at every step, as the weights moved
+    assert watched_losses == losses
+    assert weights.keys() == watched_weights.keys() and all(torch.equal(weights[k], watched_weights[k])
+                                                            for k in weights)
+
+
 def test_temporal_trains_only_the_temporal_layers(tmp_path):
     pipe = make_tiny_pipeline()
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}

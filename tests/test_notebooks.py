@@ -104,6 +104,20 @@ def check_fine_tuning(summary: dict, out: Path) -> None:
         assert fall[method]["track_error"] < 0.6 * fall["before"]["track_error"], \
             f"after fine-tuning, held-out shapes should fall as gravity says: {fall}"
     assert all(summary["held_out_loss"][m] < summary["held_out_loss"]["before"] for m in ("lora", "full"))
+    curves = summary["held_out_loss_by_step"]  # [steps done, held-out loss], every steps // 4 steps
+    steps = summary["steps"]
+    for method in ("lora", "full"):
+        assert [s for s, _ in curves[method]] == [0, steps // 4, steps // 2, 3 * steps // 4, steps]
+        assert all(math.isfinite(loss) for _, loss in curves[method])
+        assert curves[method][-1][1] == summary["held_out_loss"][method] < curves[method][0][1], curves[method]
+    ranks = summary["lora_ranks"]  # lora_rank 16 and the ranks the test asks for
+    assert set(ranks) == {"4", "16"} and ranks["16"]["held_out_loss_by_step"] == curves["lora"]
+    assert all(math.isfinite(loss) for rank in ranks.values() for _, loss in rank["held_out_loss_by_step"])
+    assert ranks["16"]["params"] == 4 * ranks["4"]["params"] > 0, "LoRA's weights are proportional to its rank"
+    for rank in ranks.values():
+        assert [s for s, _ in rank["held_out_loss_by_step"]] == [s for s, _ in curves["lora"]]
+        assert math.isfinite(rank["track_error"]) and rank["track_error"] > 0
+        assert rank["held_out_loss"] < summary["held_out_loss"]["before"], ranks
     assert abs(fall["full"]["start_speed"]) < abs(fall["before"]["start_speed"]), "dropped from rest"
     response = summary["bucket_response"]
     assert set(response) == {"buckets", "truth", "before", "lora", "full"}
@@ -123,7 +137,7 @@ NOTEBOOKS = [
                                         "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
     pytest.param("08_longer_and_looping.ipynb", {"num_inference_steps": 10, "seeds": [0, 1]}, check_longer_and_looping,
                  id="08_longer_and_looping"),
-    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255]}, check_fine_tuning,
+    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255], "lora_ranks": [4]}, check_fine_tuning,
                  id="07_fine_tuning"),
 ]
 
