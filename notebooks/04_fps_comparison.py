@@ -48,13 +48,9 @@ playback_fps = 8                     # the one rate every swept clip is played a
 
 # %% tags=["derived"]
 # Values that follow from the parameters, so that any one of them can be set on its own (papermill's -p).
-seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-if not seeds:
-    raise ValueError("seeds: give at least one seed, e.g. [0, 1]")
-if seed is None:
-    seed = seeds[0]
-elif seed not in seeds:
-    seeds.append(seed)  # a seed set on its own is swept too, so that its clips can be shown
+from svdkit.inputs import seed_list
+
+seeds, seed = seed_list(seeds, seed)  # a seed set on its own joins seeds
 
 # %%
 # %matplotlib inline

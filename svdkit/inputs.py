@@ -2,7 +2,8 @@
 
 `load_image` takes a path, a PIL image, a uint8 array or a tensor; `check_params` fills in the model's defaults
 and refuses a bad value with a message naming the parameter and its valid range; `guidance_schedule` makes the
-per-frame guidance scales; `size_multiple` says what heights and widths the loaded model takes.
+per-frame guidance scales; `size_multiple` says what heights and widths the loaded model takes; `seed_list` makes a
+notebook's `seeds` and `seed` parameters agree.
 
 >>> from svdkit.inputs import check_params, guidance_schedule
 >>> guidance_schedule("linear", num_frames=3, min_scale=1.0, max_scale=3.0).tolist()
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_image", "check_params", "guidance_schedule", "size_multiple", "user_stacklevel",
+__all__ = ["load_image", "check_params", "guidance_schedule", "size_multiple", "seed_list", "user_stacklevel",
            "GENERATE_PARAMS", "GUIDANCE_KINDS"]
 
 # The pipeline parameters `generate()` accepts as keywords.
@@ -28,6 +29,23 @@ GENERATE_PARAMS = ("height", "width", "num_frames", "num_inference_steps", "min_
                    "max_guidance_scale", "fps", "motion_bucket_id", "noise_aug_strength", "decode_chunk_size")
 
 GUIDANCE_KINDS = ("linear", "constant", "triangle")
+
+
+def seed_list(seeds, seed=None) -> tuple[list[int], int]:
+    """The seeds to measure with, and the one whose clips are shown: ``seeds`` (an int or a list) as a list, and
+    ``seed`` (None: the first of them). A ``seed`` that is not among ``seeds`` joins them, so that it is measured too.
+
+    >>> seed_list([0, 1])
+    ([0, 1], 0)
+    >>> seed_list(3, seed=7)
+    ([3, 7], 7)
+    """
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if not seeds:
+        raise ValueError("seeds: give at least one seed, e.g. [0, 1]")
+    if seed is None:
+        return seeds, seeds[0]
+    return seeds if seed in seeds else [*seeds, seed], seed
 
 
 def load_image(image):
