@@ -55,21 +55,60 @@ def _check_output(output) -> Path:
     return path
 
 
+def _check_clip_options(args, num_frames: int) -> None:
+    """Refuse --loop, --end-image, --segments and --overlap together in ways the library refuses, before loading."""
+    if args.loop and args.end_image is not None:
+        raise ValueError("--loop and --end-image cannot be used together: --loop already means --end-image IMAGE "
+                         "(give one of them)")
+    if args.segments > 1 and (args.loop or args.end_image is not None):
+        given = "--loop" if args.loop else "--end-image"
+        raise ValueError(f"{given} works on one clip only: svdkit.extend (--segments {args.segments}) takes neither "
+                         "--loop nor --end-image; use --segments 1, or close the loop with --save-loop")
+    if not 0 <= args.overlap < num_frames:
+        raise ValueError(f"--overlap must be an integer in 0-{num_frames - 1} (less than num_frames={num_frames}), "
+                         f"got {args.overlap}")
+
+
+def _load_end_image(path, image):
+    """--end-image as a picture of the input image's size, or a clear error naming the option."""
+    import svdkit
+
+    try:
+        end = svdkit.load_image(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"--end-image: {str(e).removeprefix('image: ')}") from None
+    if end.size != image.size:
+        raise ValueError(f"--end-image must have the size of the image, {image.width}x{image.height}, got "
+                         f"{end.width}x{end.height}: resize it first")
+    return end
+
+
 def _generate(args) -> int:
+    import time
+
     import svdkit
 
     # Check the output path, the image and every parameter before loading a model.
     _check_output(args.output)
     params = {k: getattr(args, k) for k in svdkit.sampling.GENERATE_PARAMS if getattr(args, k, None) is not None}
-    svdkit.sampling.check_params(None, params, args.guidance, spec=svdkit.MODELS.get(args.model))
-    svdkit.load_image(args.image)
+    p = svdkit.sampling.check_params(None, params, args.guidance, spec=svdkit.MODELS.get(args.model))
+    _check_clip_options(args, p["num_frames"])
+    image = svdkit.load_image(args.image)
+    end_image = _load_end_image(args.end_image, image) if args.end_image is not None else None
     pipe = svdkit.load_pipeline(args.model, device=args.device, memory=args.memory)
+    started = time.perf_counter()
     with warnings.catch_warnings():  # the checks above gave svdkit's warnings (bucket, frames, image mode) once
         warnings.filterwarnings("ignore", module=re.escape(__name__))
-        video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True, **params)
-    path = video.save(args.output)
-    print(f"wrote {path} and {path.with_suffix('.json')} ({video.frames.shape[0]} frames, "
-          f"{video.params['seconds']:.2f} s)")
+        if args.segments > 1:
+            video = svdkit.extend(pipe, args.image, args.segments, overlap=args.overlap, method=args.extend_method,
+                                  seed=args.seed, guidance=args.guidance, progress=True, **params)
+        else:
+            video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True,
+                                    loop=args.loop, end_image=end_image, **params)
+    seconds = video.params.get("seconds", time.perf_counter() - started)  # extend's record has no "seconds"
+    clip = video.looped(args.save_loop) if args.save_loop else video  # what video.save(path, loop=...) writes
+    path = video.save(args.output, loop=args.save_loop)
+    print(f"wrote {path} and {path.with_suffix('.json')} ({clip.frames.shape[0]} frames, {seconds:.2f} s)")
     return 0
 
 
@@ -131,6 +170,9 @@ def _notebooks(args) -> int:
 
 
 def main(argv=None) -> int:
+    from svdkit.chain import EXTEND_METHODS
+    from svdkit.cli_args import count
+
     parser = argparse.ArgumentParser(prog="python -m svdkit", description="svdkit: explore Stable Video Diffusion.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -152,6 +194,23 @@ def main(argv=None) -> int:
     for name, (typ, what) in GENERATE_OPTIONS.items():
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                        help=f"{what} (default: {_model_default(name)})")
+    g.add_argument("--loop", action="store_true",
+                   help="steer the last frames back to the image while denoising, so the clip plays in a loop "
+                        "without reversing; not with --end-image or --segments > 1 (default off)")
+    g.add_argument("--end-image", metavar="PATH", default=None,
+                   help="a picture of the image's size for the clip to end on; not with --loop or --segments > 1 "
+                        "(default none)")
+    g.add_argument("--segments", type=count(1), default=1, metavar="N",
+                   help="chain N clips, each from the end of the one before (svdkit.extend), for a longer clip; "
+                        "not with --loop or --end-image (default 1: one clip)")
+    g.add_argument("--overlap", type=count(0), default=1, metavar="K",
+                   help="frames consecutive segments share, 0 to num_frames - 1 (default 1)")
+    g.add_argument("--extend-method", default="reencode", choices=EXTEND_METHODS,
+                   help="how a segment starts from the one before: reencode (its decoded frame as the next image) "
+                        "or latents (its latents, the original embedding, the overlap steered) (default reencode)")
+    g.add_argument("--save-loop", default=None, choices=["pingpong", "crossfade"],
+                   help="save the clip looped from its frames: pingpong (forward, then back) or crossfade (the end "
+                        "faded into the start) (default: as generated)")
     g.set_defaults(func=_generate)
 
     n = sub.add_parser("notebooks", help="execute the notebooks headless into an outputs folder (the main job)")

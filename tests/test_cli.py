@@ -115,3 +115,109 @@ def test_generate_help_gives_every_option_a_text_and_a_default(capsys):
         text = " ".join(entry.split())
         assert re.search(r"\(default[ :]|the default", text), f"no default: {text}"
     assert "14 for toy, svd; 25 for svd-xt, svd-xt-1-1" in " ".join(options.split())  # --num-frames, per model
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loops, a chosen last frame and longer clips: the options reach generate, extend and Video.save
+
+
+SMALL = ["--num-inference-steps", "2", "--num-frames", "4", "--device", "cpu", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_folder):
+    import svdkit
+    return svdkit.load_pipeline(str(tiny_folder), device="cpu")
+
+
+def _cli_frames(tmp_path, tiny_folder, *args):
+    """Run `generate` in this process into a lossless .webp; return the clip read back."""
+    import svdkit
+    from svdkit.__main__ import main
+
+    image, out = tmp_path / "in.png", tmp_path / "clip.webp"
+    if not image.exists():
+        make_image().save(image)
+    assert main(["generate", str(image), "--model", str(tiny_folder), *SMALL, "-o", str(out), *map(str, args)]) == 0
+    return svdkit.read_video(out)
+
+
+def test_generate_loop_and_end_image_reach_generate(tmp_path, tiny_folder, tiny_loaded):
+    import numpy as np
+
+    import svdkit
+
+    kwargs = dict(seed=3, num_inference_steps=2, num_frames=4)
+    plain = svdkit.generate(tiny_loaded, make_image(), **kwargs).frames
+    looped = _cli_frames(tmp_path, tiny_folder, "--loop")
+    np.testing.assert_array_equal(looped.frames, svdkit.generate(tiny_loaded, make_image(), loop=True,
+                                                                 **kwargs).frames)
+    assert looped.params["loop"] is True and not np.array_equal(looped.frames, plain)
+
+    make_image(seed=1).save(tmp_path / "end.png")
+    ended = _cli_frames(tmp_path, tiny_folder, "--end-image", tmp_path / "end.png")
+    np.testing.assert_array_equal(ended.frames, svdkit.generate(tiny_loaded, make_image(), end_image=make_image(seed=1),
+                                                                **kwargs).frames)
+    assert ended.params["end_image"] is True and not np.array_equal(ended.frames, plain)
+
+
+@pytest.mark.parametrize("method", ["reencode", "latents"])
+def test_generate_segments_reach_extend(tmp_path, tiny_folder, tiny_loaded, method):
+    import numpy as np
+
+    import svdkit
+
+    clip = _cli_frames(tmp_path, tiny_folder, "--segments", "3", "--overlap", "2", "--extend-method", method)
+    want = svdkit.extend(tiny_loaded, make_image(), 3, overlap=2, method=method, seed=3, num_inference_steps=2,
+                         num_frames=4)
+    assert clip.frames.shape[0] == 4 + 2 * (4 - 2) == want.frames.shape[0]
+    np.testing.assert_array_equal(clip.frames, want.frames)
+    assert clip.segments == want.segments == [(0, 4), (4, 6), (6, 8)]
+    assert clip.params["extend"] == {"segments": 3, "overlap": 2, "method": method}
+
+
+@pytest.mark.parametrize("method, frames", [("pingpong", 2 * 4 - 2), ("crossfade", 4 - 1)])
+def test_generate_save_loop_writes_the_looped_clip(tmp_path, tiny_folder, tiny_loaded, capsys, method, frames):
+    import numpy as np
+
+    import svdkit
+
+    clip = _cli_frames(tmp_path, tiny_folder, "--save-loop", method)
+    want = svdkit.generate(tiny_loaded, make_image(), seed=3, num_inference_steps=2, num_frames=4).looped(method)
+    assert clip.frames.shape[0] == frames and clip.params["loop"] == method
+    np.testing.assert_array_equal(clip.frames, want.frames)
+    assert f"({frames} frames," in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--segments", "0"], "argument --segments: must be an integer >= 1, got 0"),
+    (["--segments", "2", "--overlap", "-1"], "argument --overlap: must be an integer >= 0, got -1"),
+    (["--segments", "2", "--overlap", "4"], "--overlap must be an integer in 0-3 (less than num_frames=4), got 4"),
+    (["--extend-method", "warp"], "argument --extend-method: invalid choice: 'warp'"),
+    (["--save-loop", "bounce"], "argument --save-loop: invalid choice: 'bounce'"),
+    (["--end-image", "nope.png"], "--end-image: no file at 'nope.png'"),
+    (["--end-image", "bad.png"], "--end-image: cannot read 'bad.png' as an image"),
+    (["--end-image", "small.png"], "--end-image must have the size of the image, 64x64, got 32x32"),
+    (["--loop", "--end-image", "in.png"], "--loop and --end-image cannot be used together"),
+    (["--loop", "--segments", "2"], "--loop works on one clip only: svdkit.extend (--segments 2) takes neither "
+                                    "--loop nor --end-image"),
+    (["--end-image", "in.png", "--segments", "2"], "--end-image works on one clip only"),
+])
+def test_generate_refuses_bad_clip_options_before_loading(tmp_path, monkeypatch, capsys, args, message):
+    import svdkit
+    from svdkit.__main__ import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+    monkeypatch.setattr(svdkit, "load_pipeline", refuse)
+    monkeypatch.chdir(tmp_path)
+    make_image().save(tmp_path / "in.png")
+    make_image().resize((32, 32)).save(tmp_path / "small.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    try:
+        code = main(["generate", "in.png", "--num-frames", "4", *args])
+    except SystemExit as e:  # argparse's own refusals (types, choices)
+        code = e.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in lines[-1], lines
+    assert len(lines) == 1 or lines[0].startswith("usage:")  # one line (argparse's: after its usage lines)
