@@ -181,7 +181,9 @@ class Video:
             out = np.concatenate([head.round().astype(np.uint8), frames[fade:n - fade]])
         else:
             raise ValueError(f"loop must be 'pingpong' or 'crossfade', got {method!r}")
-        return Video(frames=out, fps=self.fps, params={**self.params, "loop": method})
+        # a joined clip's segment boundaries do not hold for the looped frames: the record keeps no "segments"
+        params = {k: v for k, v in self.params.items() if k != "segments"}
+        return Video(frames=out, fps=self.fps, params={**params, "loop": method})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -147,6 +147,10 @@ def test_save_loop_writes_the_looped_frames(tmp_path):
     back = svdkit.read_video(clip.save(tmp_path / "loop.webp", loop="pingpong"))
     assert len(back.frames) == 14 and back.params["loop"] == "pingpong"
     assert len(svdkit.read_video(clip.save(tmp_path / "plain.webp")).frames) == 8
+    joined = svdkit.Video(frames=ramp(), fps=5, params={"segments": [[0, 4], [4, 8]]}, segments=[(0, 4), (4, 8)])
+    assert svdkit.read_video(joined.save(tmp_path / "joined.webp")).segments == [(0, 4), (4, 8)]
+    looped = svdkit.read_video(joined.save(tmp_path / "joined_loop.webp", loop="pingpong"))
+    assert looped.segments is None and "segments" not in looped.params  # 14 frames: the boundaries no longer hold
 
 
 # ---------------------------------------------------------------------------------------------- metrics
