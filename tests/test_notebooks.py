@@ -137,7 +137,8 @@ NOTEBOOKS = [
                                         "buckets": [0, 255]}, check_toy_world, id="06_toy_world"),
     pytest.param("08_longer_and_looping.ipynb", {"num_inference_steps": 10, "seeds": [0, 1]}, check_longer_and_looping,
                  id="08_longer_and_looping"),
-    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255], "lora_ranks": [4]}, check_fine_tuning,
+    pytest.param("07_fine_tuning.ipynb", {"held_out": 5, "buckets": [0, 255], "lora_ranks": [4], "steps": 60},
+                 check_fine_tuning,
                  id="07_fine_tuning"),
 ]
 
