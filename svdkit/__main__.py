@@ -84,8 +84,6 @@ def _load_end_image(path, image):
 
 
 def _generate(args) -> int:
-    import time
-
     import svdkit
 
     # Check the output path, the image and every parameter before loading a model.
@@ -96,7 +94,6 @@ def _generate(args) -> int:
     image = svdkit.load_image(args.image)
     end_image = _load_end_image(args.end_image, image) if args.end_image is not None else None
     pipe = svdkit.load_pipeline(args.model, device=args.device, memory=args.memory)
-    started = time.perf_counter()
     with warnings.catch_warnings():  # the checks above gave svdkit's warnings (bucket, frames, image mode) once
         warnings.filterwarnings("ignore", module=re.escape(__name__))
         if args.segments > 1:
@@ -105,10 +102,9 @@ def _generate(args) -> int:
         else:
             video = svdkit.generate(pipe, args.image, seed=args.seed, guidance=args.guidance, progress=True,
                                     loop=args.loop, end_image=end_image, **params)
-    seconds = video.params.get("seconds", time.perf_counter() - started)  # extend's record has no "seconds"
-    clip = video.looped(args.save_loop) if args.save_loop else video  # what video.save(path, loop=...) writes
-    path = video.save(args.output, loop=args.save_loop)
-    print(f"wrote {path} and {path.with_suffix('.json')} ({clip.frames.shape[0]} frames, {seconds:.2f} s)")
+    clip = video.looped(args.save_loop) if args.save_loop else video  # as video.save(path, loop=...) writes it
+    path = clip.save(args.output)
+    print(f"wrote {path} and {path.with_suffix('.json')} ({len(clip.frames)} frames, {clip.params['seconds']:.2f} s)")
     return 0
 
 

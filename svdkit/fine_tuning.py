@@ -14,6 +14,16 @@ finetuned=out_dir)` loads the base model with the fine-tune applied.
 ['adapter_config.json', 'adapter_model.safetensors', 'checkpoints', 'finetune.json', 'loss.json', 'loss.png']
 >>> tuned = svdkit.load_pipeline("toy", finetuned=out)
 
+**Without svdkit**, in a stock diffusers pipeline (a LoRA through peft)::
+
+    from diffusers import StableVideoDiffusionPipeline
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    pipe = StableVideoDiffusionPipeline.from_pretrained("stabilityai/stable-video-diffusion-img2vid-xt")
+    inject_adapter_in_model(LoraConfig.from_pretrained("ft/lora"), pipe.unet)          # method="lora"
+    set_peft_model_state_dict(pipe.unet, load_file("ft/lora/adapter_model.safetensors"))
+    # pipe.unet.load_state_dict(load_file("ft/full/unet.safetensors"), strict=False)   # "temporal" or "full"
+
 **The clips.** A folder of videos, a list of video paths, or a list of uint8 arrays (F, H, W, 3). Each is resized to
 cover the model's resolution and centre-cropped to it; training windows of the model's frame count are drawn from
 anywhere in a longer clip. Each clip's conditioning is measured, not assumed:
@@ -24,8 +34,7 @@ anywhere in a longer clip. Each clip's conditioning is measured, not assumed:
   frame width per second, 255 at `FULL_SPEED` widths a second. It is the toy world's own physics read backwards
   (notebook 07 shows the calibration); for real footage treat it as a starting point and pass your own;
 * noise augmentation: drawn afresh for each sample, ``ln(aug) ~ N(-3.0, 0.5^2)`` (median 0.05, 95% within
-  0.02-0.13, around inference's 0.02); SVD's training code is not public, so this is our choice, and ``noise_aug``
-  changes it.
+  0.02-0.13, around inference's 0.02); SVD's training code is not public: our choice, ``noise_aug`` changes it.
 
 The frames' VAE latents and the CLIP embedding of every frame that can start a window are computed once and cached;
 only the conditioning image is encoded at each step (its noise augmentation is new each time).

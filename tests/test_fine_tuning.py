@@ -116,7 +116,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_weights_load_into_a_stock_pipeline_with_identical_frames(method, tmp_path, image):
-    """The README's recipe, with diffusers and peft only; and load_pipeline(folder, finetuned=...)."""
+    """The module docstring's recipe, with diffusers and peft only; and load_pipeline(folder, finetuned=...)."""
     from diffusers import StableVideoDiffusionPipeline
     from safetensors.torch import load_file
 
