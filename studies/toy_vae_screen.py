@@ -109,6 +109,8 @@ def probe_run(run_dir: Path, out: Path) -> dict:
 
     from svdkit.toy.checkpoint import Run
 
+    if not (run_dir / "log.jsonl").is_file():  # checked first: Run() would create the folder
+        raise SystemExit(f"--probe: {run_dir} holds no toy training (no log.jsonl)")
     run = Run(run_dir)
     starts = run.rows(stage="start")
     found = run.latest("vae")
